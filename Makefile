@@ -1,0 +1,27 @@
+# `make run` and `make test` each set up .venv on first use.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+# Two cores on the reference machine: run tests in two worker processes.
+PYTEST_WORKERS ?= 2
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned, so pip takes the local CPU build and never the CUDA one.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/polyformer demo --out runs/demo
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
+bench: $(STAMP)
+	$(PY) benchmarks/attention.py --json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

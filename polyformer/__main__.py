@@ -1,0 +1,5 @@
+import sys
+
+from polyformer.cli import main
+
+sys.exit(main())

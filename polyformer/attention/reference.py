@@ -1,0 +1,75 @@
+"""The explicit reference: softmax over exactly the allowed keys, written out step by step.
+
+Every mechanism is tested against :func:`reference_attention`. It materialises the full
+(B, H, Nq, Nk) score matrix, so it is for tests and pictures, not for long inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def causal_mask(n_q: int, n_k: int, q_offset: int, device: torch.device | None = None) -> Tensor:
+    """(Nq, Nk) bool: query i (at position q_offset + i) may see key j iff j <= q_offset + i."""
+    rows = torch.arange(n_q, device=device)[:, None] + q_offset
+    return torch.arange(n_k, device=device)[None, :] <= rows
+
+
+def combine_masks(
+    n_q: int,
+    n_k: int,
+    *,
+    allowed: Tensor | None = None,
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    q_offset: int | None = None,
+    device: torch.device | None = None,
+) -> Tensor | None:
+    """One boolean mask, broadcastable to (B, H, Nq, Nk), from a pattern, causality and padding.
+
+    ``allowed`` is (Nq, Nk), (H, Nq, Nk) or (B, H, Nq, Nk), True = attend. Returns None when
+    nothing is masked.
+    """
+    mask = allowed
+    if causal:
+        offset = n_k - n_q if q_offset is None else q_offset
+        c = causal_mask(n_q, n_k, offset, device)
+        mask = c if mask is None else mask & c
+    if key_padding_mask is not None:
+        kpm = key_padding_mask.bool()[:, None, None, :]
+        mask = kpm if mask is None else mask & kpm
+    return mask
+
+
+def reference_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    allowed: Tensor | None = None,
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    scale: float | None = None,
+    q_offset: int | None = None,
+) -> Tensor:
+    """softmax(q kᵀ · scale + bias) v over the allowed keys; rows with no allowed key give zeros."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, H, Nq, Nk)
+    if bias is not None:
+        scores = scores + bias
+    mask = combine_masks(
+        q.shape[-2], k.shape[-2], allowed=allowed, causal=causal,
+        key_padding_mask=key_padding_mask, q_offset=q_offset, device=q.device,
+    )
+    if mask is None:
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
+    mask = mask.expand_as(scores)
+    has_key = mask.any(dim=-1, keepdim=True)
+    # Empty rows get finite scores so softmax stays NaN-free; their probabilities are zeroed below.
+    scores = scores.masked_fill(~mask, float("-inf")).masked_fill(~has_key, 0.0)
+    probs = torch.softmax(scores, dim=-1) * has_key
+    return torch.matmul(probs, v)
