@@ -92,6 +92,9 @@ class AttentionMechanism(nn.Module):
     Options: ClassVar[type] = NoOptions
     #: whether :meth:`attend` accepts an additive ``bias`` on the scores
     supports_bias: ClassVar[bool] = False
+    #: whether decoding step by step with :meth:`forward_cached` reproduces the full causal pass
+    #: (False for patterns drawn over the whole length, such as random keys)
+    consistent_decoding: bool = True
 
     def __init__(self, options: Any = None) -> None:
         super().__init__()

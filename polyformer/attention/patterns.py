@@ -38,6 +38,10 @@ class Pattern:
 
     #: a short human-readable description, shown in pictures and reprs
     label: str = "pattern"
+    #: whether a query's keys depend on the sequence length (random draws over the whole sequence,
+    #: global tokens counted from the end); decoding with a cache then sees the current length's
+    #: pattern, which differs from a full pass over the final length
+    length_dependent: bool = False
 
     # -- what subclasses implement ---------------------------------------------------------------
     def mask(self, h: Tensor, q: Tensor, k: Tensor, n: int) -> Tensor:
@@ -227,6 +231,7 @@ class Global(Pattern):
     def __init__(self, indices: Sequence[int]) -> None:
         indices = tuple(sorted(set(int(i) for i in indices)))
         self.indices = indices
+        self.length_dependent = any(i < 0 for i in indices)
         shown = list(indices) if len(indices) <= 6 else f"{len(indices)} tokens"
         self.label = f"global({shown})"
 
@@ -288,7 +293,10 @@ class Random(Pattern):
     ``unit=1`` draws single keys; ``unit=64`` draws whole 64-token blocks (BigBird's random
     blocks). ``per_head`` draws independently for each head. ``avoid`` is a pattern whose keys are
     not drawn again (BigBird draws its random blocks outside the window and global blocks).
+    Draws cover the whole sequence, so they depend on its length (``length_dependent``).
     """
+
+    length_dependent = True
 
     def __init__(
         self,
@@ -406,6 +414,7 @@ class _Combined(Pattern):
             if not isinstance(p, Pattern):
                 raise ConfigError(f"expected a Pattern, got {type(p).__name__}: {p!r}")
         self.parts, self.union = tuple(parts), union
+        self.length_dependent = any(p.length_dependent for p in parts)
         joiner = " | " if union else " & "
         self.label = label or "(" + joiner.join(p.label for p in parts) + ")"
 

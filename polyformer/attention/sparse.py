@@ -59,6 +59,7 @@ class PatternAttention(AttentionMechanism):
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
         self.pattern = self.make_pattern()
+        self.consistent_decoding = not self.pattern.length_dependent
         self._layouts: OrderedDict[tuple, BlockLayout] = OrderedDict()
 
     def make_pattern(self) -> Pattern:
