@@ -10,6 +10,7 @@ from polyformer.errors import PolyformerError
 
 # Each module defines ``add_parser(subparsers)``; the parser it adds sets ``func(args) -> int``.
 COMMAND_MODULES = (
+    "polyformer.commands.attention",
     "polyformer.commands.demo",
 )
 
@@ -29,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_mechanism_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.mechanism_options = extra
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -165,3 +165,15 @@ def test_patterns_are_exposed_and_draw_dense_masks():
         attn = attention.build(name)
         mask = attn.pattern.dense(64)
         assert mask.shape == (64, 64) and mask.dtype == torch.bool and mask.any()
+
+
+def test_flex_backend_matches_the_kernel_and_refuses_gradients():
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    q, k, v = (x.detach() for x in _inputs(1, 2, 256, 16, torch.float32, 7))
+    flex = attention.build("longformer", window=32, global_tokens=(0, 5), backend="flex")
+    with torch.no_grad():
+        out = flex(q, k, v)
+    ref = reference_attention(q, k, v, allowed=flex.pattern.dense(256))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="forward-only on CPU"):
+        flex(q.requires_grad_(), k, v)

@@ -82,6 +82,7 @@ class BlockLayout:
 def build_layout(pattern: Pattern, n: int, block: int, n_heads: int, causal: bool) -> BlockLayout:
     """Find the needed tiles of ``pattern`` (and causality) at length ``n`` with tiles of ``block``."""
     pattern.validate(n, n_heads)
+    pattern.prepare(n, n_heads)
     classes = pattern.block_mask(n, block, n_heads).clone()  # (Hm, nb, nb)
     if causal:
         classes = torch.minimum(classes, Causal().block_mask(n, block, n_heads))

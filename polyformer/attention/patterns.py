@@ -70,14 +70,20 @@ class Pattern:
     def dense(self, n: int, n_heads: int | None = None) -> Tensor:
         """The (n, n) bool mask, True = attend; ``(n_heads, n, n)`` when ``n_heads`` is given."""
         self.validate(n, n_heads or 1)
+        self.prepare(n, n_heads or 1)
         idx = torch.arange(n)
         if n_heads is None:
             return self.mask(torch.zeros((), dtype=torch.long), idx[:, None], idx[None, :], n).expand(n, n)
         h = torch.arange(n_heads)[:, None, None]
         return self.mask(h, idx[None, :, None], idx[None, None, :], n).expand(n_heads, n, n)
 
-    def as_mask_mod(self, n: int) -> MaskMod:
+    def prepare(self, n: int, n_heads: int) -> None:
+        """Precompute whatever :meth:`mask` needs at length ``n`` (e.g. random tables), so that the
+        mask can then be traced or vmapped (FlexAttention) without data-dependent Python."""
+
+    def as_mask_mod(self, n: int, n_heads: int = 1) -> MaskMod:
         """A FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` for sequences of length ``n``."""
+        self.prepare(n, n_heads)
 
         def mask_mod(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
             return self.mask(h, q_idx, kv_idx, n)
@@ -250,8 +256,9 @@ class Global(Pattern):
             )
 
     def mask(self, h, q, k, n):
-        idx = self.resolve(n).to(q.device)
-        return torch.isin(q, idx) | torch.isin(k, idx)
+        is_global = torch.zeros(n, dtype=torch.bool, device=q.device)
+        is_global[self.resolve(n).to(q.device)] = True
+        return is_global[q] | is_global[k]
 
     def block_mask(self, n, block, n_heads):
         idx = self.resolve(n)
@@ -311,6 +318,7 @@ class Random(Pattern):
         _check_int(unit, "random: unit", 1)
         self.count, self.unit, self.seed, self.per_head, self.avoid = count, unit, seed, per_head, avoid
         self._tables: dict[tuple[int, int], Tensor] = {}
+        self._stacks: dict[int, Tensor] = {}
         self.label = f"random(count={count}, unit={unit}, seed={seed}{', per_head' if per_head else ''})"
 
     def heads(self, n_heads):
@@ -342,9 +350,17 @@ class Random(Pattern):
                 self._tables[key] = _draw_distinct(units, units, self.count, generator, avoided)
         return self._tables[key]
 
+    def prepare(self, n, n_heads):
+        heads = n_heads if self.per_head else 1
+        known = self._stacks.get(n)
+        if known is None or known.shape[0] < heads:
+            self._stacks[n] = torch.stack([self.table(n, i) for i in range(heads)])  # (Hr, units, count)
+
     def _tables_for(self, h: Tensor, n: int) -> Tensor:
-        heads = int(h.max()) + 1 if self.per_head and h.numel() else 1
-        return torch.stack([self.table(n, i) for i in range(heads)]).to(h.device)  # (Hr, units, count)
+        # No data-dependent Python here (FlexAttention vmaps this): callers prepare() first.
+        if n not in self._stacks:
+            self.prepare(n, 1)
+        return self._stacks[n].to(h.device)
 
     def mask(self, h, q, k, n):
         tables = self._tables_for(h, n)
@@ -353,6 +369,7 @@ class Random(Pattern):
         return (drawn == torch.div(k, self.unit, rounding_mode="floor")[..., None]).any(-1)
 
     def block_mask(self, n, block, n_heads):
+        self.prepare(n, n_heads)
         nb = math.ceil(n / block)
         heads = self.heads(n_heads)
         classes = torch.zeros(heads, nb, nb, dtype=torch.int8)
@@ -425,6 +442,10 @@ class _Combined(Pattern):
         for p in self.parts:
             p.validate(n, n_heads)
 
+    def prepare(self, n, n_heads):
+        for p in self.parts:
+            p.prepare(n, n_heads)
+
     def preferred_block(self):
         return min(p.preferred_block() for p in self.parts)
 
@@ -479,6 +500,7 @@ def from_mask_mod(
 
 def _classify_by_evaluation(pattern: Pattern, n: int, block: int, n_heads: int) -> Tensor:
     """Exact tile classes by evaluating the mask on every position, a band of query tiles at a time."""
+    pattern.prepare(n, n_heads)
     nb = math.ceil(n / block)
     heads = pattern.heads(n_heads)
     padded = nb * block

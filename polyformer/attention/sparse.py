@@ -81,6 +81,7 @@ class PatternAttention(AttentionMechanism):
         """(Hm, Nq, Nk) bool of the pattern for queries at positions ``q_offset …``."""
         n = max(n_k, q_offset + n_q)
         self.pattern.validate(n, n_heads)
+        self.pattern.prepare(n, n_heads)
         h = torch.arange(self.pattern.heads(n_heads), device=device)[:, None, None]
         q = torch.arange(q_offset, q_offset + n_q, device=device)[None, :, None]
         k = torch.arange(n_k, device=device)[None, None, :]

@@ -1,0 +1,1 @@
+"""Benchmark harness: time and peak memory of one case, each in a fresh process."""
