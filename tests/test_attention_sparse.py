@@ -168,7 +168,6 @@ def test_patterns_are_exposed_and_draw_dense_masks():
 
 
 def test_flex_backend_matches_the_kernel_and_refuses_gradients():
-    pytest.importorskip("torch.nn.attention.flex_attention")
     q, k, v = (x.detach() for x in _inputs(1, 2, 256, 16, torch.float32, 7))
     flex = attention.build("longformer", window=32, global_tokens=(0, 5), backend="flex")
     with torch.no_grad():
