@@ -1,0 +1,46 @@
+"""``pipeline(task, model=...)``: a model, its processor and post-processing behind one call,
+returning Hugging Face's output formats."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from polyformer.errors import ConfigError
+
+# task name -> module that registers it (imported on first use)
+TASK_MODULES: dict[str, str] = {}
+
+_FACTORIES: dict[str, Callable[..., Any]] = {}
+
+
+def register_pipeline(task: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: ``factory(model, **kwargs)`` builds the pipeline object for ``task``."""
+
+    def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
+        _FACTORIES[task] = factory
+        return factory
+
+    return decorate
+
+
+def supported_tasks() -> list[str]:
+    """Every task name :func:`pipeline` accepts."""
+    return sorted(set(TASK_MODULES) | set(_FACTORIES))
+
+
+def pipeline(task: str, model: Any = None, **kwargs: Any) -> Any:
+    """Build the pipeline for ``task`` around ``model`` (a folder path or a loaded model)."""
+    if task not in _FACTORIES and task in TASK_MODULES:
+        importlib.import_module(TASK_MODULES[task])
+    if task not in _FACTORIES:
+        raise ConfigError(f"unknown task {task!r}; supported tasks: {', '.join(supported_tasks()) or '(none yet)'}")
+    if model is None:
+        raise ConfigError(
+            f"pipeline({task!r}) needs model=<a model folder or a loaded model>; polyformer never "
+            "downloads weights"
+        )
+    return _FACTORIES[task](model, **kwargs)
+
+
+__all__ = ["TASK_MODULES", "pipeline", "register_pipeline", "supported_tasks"]
