@@ -12,6 +12,8 @@ from polyformer.errors import PolyformerError
 COMMAND_MODULES = (
     "polyformer.commands.attention",
     "polyformer.commands.demo",
+    "polyformer.commands.data",
+    "polyformer.commands.train",
 )
 
 
