@@ -42,6 +42,19 @@ class TinyLM(nn.Module):
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1))
         return Output(logits, loss)
 
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Like the GPT family: token and position tables are the embeddings (Kaplan et al.'s N)."""
+        total = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            total -= self.wte.weight.numel() + sum(p.numel() for p in self.wpe.parameters())
+        return total
+
 
 def build(config: dict, vocab_size: int) -> TinyLM:
     return TinyLM(vocab_size, **config)
+
+
+def build_sized(config: dict, vocab_size: int) -> TinyLM:
+    """The factory a sweep calls: GPT-style size names (n_layer, d_model, n_head)."""
+    return TinyLM(vocab_size, d_model=config["d_model"], n_heads=config["n_head"], n_layers=config["n_layer"],
+                  n_positions=config.get("n_positions", 64))

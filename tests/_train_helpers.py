@@ -53,3 +53,14 @@ def subprocess_env() -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"
     env["MKL_NUM_THREADS"] = "1"
     return env
+
+
+def kill_test_sweep(data: str, store: str) -> None:
+    """The two-run sweep that tests/test_sweep.py kills and resumes (run in a child and in-process)."""
+    import dataclasses
+
+    from polyformer.scaling.sweep import ModelSize, quick_plan, run_sweep
+
+    plan = dataclasses.replace(quick_plan(), family="_tiny_lm:build_sized", seq_len=16, tokens_per_param=None,
+                               tokens=[10_000], sizes=(ModelSize(1, 16, 2), ModelSize(2, 32, 2)), evals_per_run=5)
+    run_sweep(plan, data, store, sweep="k", progress=False, log=lambda s: None)

@@ -34,6 +34,7 @@ def _train_process(launch_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_loss_curve(tmp_path):
     make_data(tmp_path / "data")
     settings = dict(total_steps=160, checkpoint_interval=20, eval_interval=20, warmup_steps=10)

@@ -1,0 +1,276 @@
+"""Scaling sweeps: train a ladder of models, record every run in a SQLite run store.
+
+A :class:`SweepPlan` names model sizes (``n_layer x d_model x n_head``) and token budgets — a list
+of budgets (every size trains on each) or a number of tokens per non-embedding parameter (each
+size gets its own budget, the usual compute-efficient ladder). :func:`run_sweep` trains each run
+with :mod:`polyformer.train` (checkpoints every eighth of the run), then commits its loss curve
+and final validation loss to the store in one transaction. Re-running the same sweep skips the
+finished runs and resumes an interrupted one from its last checkpoint, exactly.
+
+Model sizes are counted by the model family (``num_parameters``); FLOPs follow Kaplan et al.:
+``C = 6 N D`` with N the non-embedding parameters, and ``C_attention = 3 D (2 N + 2 n_layer
+n_ctx d_model)`` which adds the attention-over-context term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from polyformer.errors import ConfigError, PolyformerError
+from polyformer.options import make_options, require
+from polyformer.scaling.store import RunRecord, RunStore
+from polyformer.train import ModelSpec, TrainConfig, build_model, count_parameters, seed_everything, train
+from polyformer.train.metrics import read_metrics
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """One rung of the ladder."""
+
+    n_layer: int
+    d_model: int
+    n_head: int
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "d_model", "n_head"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value > 0, f"model size: {name} must be a positive integer, got {value!r}")
+        require(self.d_model % self.n_head == 0,
+                f"model size: d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+
+    @property
+    def label(self) -> str:
+        return f"L{self.n_layer}-d{self.d_model}-h{self.n_head}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSize":
+        """``"4x128x4"`` (n_layer x d_model x n_head)."""
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+        if not match:
+            raise ConfigError(f"model size {text!r}: write n_layer x d_model x n_head, e.g. 4x128x4")
+        return cls(*(int(g) for g in match.groups()))
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep trains. Either ``tokens`` (budgets, every size x every budget) or
+    ``tokens_per_param`` (D = ratio x non-embedding N for each size) sets the budgets."""
+
+    sizes: Sequence[ModelSize]
+    tokens: Sequence[int] | None = None
+    tokens_per_param: float | None = 20.0
+    seq_len: int = 128
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_fraction: float = 0.05  # of each run's steps
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    bf16: bool = False
+    eval_tokens: int = 131072  # validation tokens of every evaluation (the same windows for every run)
+    evals_per_run: int = 8  # points of each run's validation curve (also its checkpoints)
+    seed: int = 0
+    family: str = "gpt"
+    model_config: dict[str, Any] = field(default_factory=dict)  # extra family fields, e.g. {"attention": ...}
+
+    def __post_init__(self) -> None:
+        self.sizes = tuple(s if isinstance(s, ModelSize) else ModelSize(**s) for s in self.sizes)
+        require(len(self.sizes) >= 1, "a sweep needs at least one model size")
+        require(len({s.label for s in self.sizes}) == len(self.sizes), "model sizes must be distinct")
+        require((self.tokens is None) != (self.tokens_per_param is None),
+                "give either tokens (budgets) or tokens_per_param, not both")
+        if self.tokens is not None:
+            self.tokens = tuple(int(t) for t in self.tokens)
+            require(all(t > 0 for t in self.tokens), f"token budgets must be positive, got {self.tokens}")
+        if self.tokens_per_param is not None:
+            require(self.tokens_per_param > 0, f"tokens_per_param must be positive, got {self.tokens_per_param}")
+        require(0 <= self.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        require(self.evals_per_run >= 1, f"evals_per_run must be at least 1, got {self.evals_per_run}")
+        TrainConfig(seq_len=self.seq_len, batch_size=self.batch_size, lr=self.lr, min_lr_ratio=self.min_lr_ratio,
+                    weight_decay=self.weight_decay, clip=self.clip, eval_tokens=self.eval_tokens, warmup_steps=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["sizes"] = [dataclasses.asdict(s) for s in self.sizes]
+        out["tokens"] = None if self.tokens is None else list(self.tokens)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SweepPlan":
+        values = dict(values)
+        sizes = values.pop("sizes", None)
+        if not sizes:
+            raise ConfigError("sweep plan: 'sizes' must list model sizes, e.g. [{'n_layer': 2, 'd_model': 64, 'n_head': 2}]")
+        parsed = [ModelSize.parse(s) if isinstance(s, str) else make_options(ModelSize, s, "model size") for s in sizes]
+        if "tokens" in values and values["tokens"] is not None:
+            values.setdefault("tokens_per_param", None)
+        return make_options(cls, {"sizes": parsed, **values}, "sweep plan")
+
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+# The default ladder: six sizes over a decade of non-embedding parameters (about 40k to 400k),
+# each trained on 20 tokens per parameter (Chinchilla's ratio) of the Shakespeare corpus with a
+# 1,024-token BPE vocabulary. About 20 minutes on two CPU cores.
+DEFAULT_SIZES = (
+    ModelSize(2, 40, 2), ModelSize(2, 52, 2), ModelSize(3, 52, 2),
+    ModelSize(3, 68, 2), ModelSize(4, 72, 4), ModelSize(4, 92, 4),
+)
+
+
+def default_plan() -> SweepPlan:
+    """The default ladder (see ``DEFAULT_SIZES``)."""
+    return SweepPlan(sizes=DEFAULT_SIZES, tokens_per_param=20.0)
+
+
+def quick_plan() -> SweepPlan:
+    """Three tiny runs of a few steps: seconds, for tests and the quick demo."""
+    return SweepPlan(sizes=(ModelSize(1, 16, 2), ModelSize(1, 24, 2), ModelSize(2, 32, 2)), tokens_per_param=0.5,
+                     seq_len=32, batch_size=8, lr=3e-3, eval_tokens=2048, evals_per_run=2)
+
+
+LADDERS: dict[str, Callable[[], SweepPlan]] = {"default": default_plan, "quick": quick_plan}
+
+
+@dataclass
+class PlannedRun:
+    """One run of a sweep, with its size, budget and training config."""
+
+    name: str
+    size: ModelSize
+    spec: ModelSpec
+    train: TrainConfig
+    params: int
+    params_non_embedding: int
+
+    @property
+    def tokens(self) -> int:
+        return self.train.total_steps * self.train.tokens_per_step()
+
+    @property
+    def flops(self) -> float:
+        return 6.0 * self.params_non_embedding * self.tokens
+
+    @property
+    def flops_attention(self) -> float:
+        context = 2.0 * self.size.n_layer * self.train.seq_len * self.size.d_model
+        return 3.0 * self.tokens * (2.0 * self.params_non_embedding + context)
+
+    def store_config(self) -> dict[str, Any]:
+        train = {k: v for k, v in self.train.to_dict().items() if k not in ("out_dir", "progress")}
+        return {"model": self.spec.to_dict(), "train": train}
+
+
+def plan_runs(plan: SweepPlan, vocab_size: int, work_dir: Path) -> list[PlannedRun]:
+    """Every run of the plan, smallest model first, with its step count and parameter counts."""
+    runs = []
+    for size in plan.sizes:
+        config = {**plan.model_config, "n_layer": size.n_layer, "d_model": size.d_model, "n_head": size.n_head}
+        if plan.family == "gpt":
+            config.setdefault("n_positions", plan.seq_len)
+        spec = ModelSpec(plan.family, config)
+        seed_everything(plan.seed)
+        params, non_embedding = count_parameters(build_model(spec, vocab_size))
+        budgets = plan.tokens if plan.tokens is not None else (plan.tokens_per_param * non_embedding,)
+        for budget in budgets:
+            steps = max(2, math.ceil(budget / plan.tokens_per_step()))
+            name = size.label if plan.tokens is None else f"{size.label}-D{int(budget)}"
+            interval = max(1, steps // plan.evals_per_run)
+            train = TrainConfig(
+                total_steps=steps, batch_size=plan.batch_size, seq_len=plan.seq_len, lr=plan.lr,
+                min_lr_ratio=plan.min_lr_ratio, warmup_steps=min(steps - 1, round(plan.warmup_fraction * steps)),
+                weight_decay=plan.weight_decay, clip=plan.clip, bf16=plan.bf16, eval_interval=interval,
+                eval_tokens=plan.eval_tokens, checkpoint_interval=interval, keep_checkpoints=1, seed=plan.seed,
+                out_dir=str(work_dir / name), progress=True,
+            )
+            runs.append(PlannedRun(name, size, spec, train, params, non_embedding))
+    return sorted(runs, key=lambda r: (r.flops, r.name))
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did."""
+
+    sweep: str
+    runs: list[RunRecord]
+    trained: list[str]
+    skipped: list[str]
+    failed: list[str]
+    seconds: float
+
+
+def run_sweep(plan: SweepPlan, data: str | Path, store_path: str | Path, sweep: str = "sweep",
+              work_dir: str | Path | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> SweepResult:
+    """Train every run of ``plan`` on the prepared folder ``data`` and record it in the store.
+
+    Finished runs are skipped; an interrupted run resumes from its checkpoint. A run that fails
+    is recorded as failed (with its error) and the sweep goes on.
+    """
+    from polyformer.data.prepare import open_dataset
+
+    began = time.perf_counter()
+    dataset = open_dataset(data)
+    store_path = Path(store_path)
+    work = Path(work_dir) if work_dir is not None else store_path.parent / f"{store_path.stem}_runs" / sweep
+    planned = plan_runs(plan, dataset.vocab_size, work)
+    trained, skipped, failed = [], [], []
+    with RunStore(store_path) as store:
+        for index, run in enumerate(planned, 1):
+            config = {**run.store_config(), "data": str(Path(data).resolve()), "plan": plan.to_dict()}
+            run_id = store.add_run(sweep, run.name, config, run.params, run.params_non_embedding, run.tokens,
+                                   run.flops, run.flops_attention)
+            if store.run(run_id).status == "finished":
+                skipped.append(run.name)
+                continue
+            log(f"[{index}/{len(planned)}] {run.name}: N={run.params_non_embedding:,} (non-embedding), "
+                f"D={run.tokens:,} tokens, C={run.flops:.3g} FLOPs, {run.train.total_steps} steps")
+            store.mark_running(run_id)
+            start = time.perf_counter()
+            try:
+                result = train(run.spec, dataset.train.tokens, dataset.val.tokens, dataset.vocab_size,
+                               run.train.replace(progress=progress), resume=True,
+                               run_info={"sweep": sweep, "run": run.name})
+            except (PolyformerError, RuntimeError) as error:
+                store.fail_run(run_id, f"{type(error).__name__}: {error}")
+                failed.append(run.name)
+                log(f"    failed: {error}")
+                continue
+            curve = curve_from_metrics(Path(run.train.out_dir) / "metrics.jsonl")
+            store.finish_run(run_id, result.final_val_loss, curve, time.perf_counter() - start)
+            trained.append(run.name)
+            log(f"    validation loss {result.final_val_loss:.4f} ({time.perf_counter() - start:.0f} s)")
+        records = store.runs(sweep=sweep)
+    return SweepResult(sweep, records, trained, skipped, failed, time.perf_counter() - began)
+
+
+def curve_from_metrics(path: Path) -> list[dict[str, Any]]:
+    """The store's curve rows from a run's metrics.jsonl (train losses per step, eval losses)."""
+    points = []
+    for record in read_metrics(path):
+        if record.get("kind") == "train":
+            points.append({"step": record["step"], "kind": "train", "tokens": record["tokens"],
+                           "loss": record["loss"], "lr": record.get("lr")})
+        elif record.get("kind") == "eval":
+            points.append({"step": record["step"], "kind": "eval", "tokens": record["tokens"],
+                           "loss": record["val_loss"], "lr": None})
+    return points
+
+
+def read_plan(path: str | Path) -> SweepPlan:
+    """A plan from a JSON file: ``{"sizes": ["2x64x2", ...], "tokens_per_param": 20, "lr": ...}``."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"sweep plan {str(path)!r} cannot be read ({error})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"sweep plan {str(path)!r} must be a JSON object")
+    return SweepPlan.from_dict(values)
