@@ -76,10 +76,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    train = config_from_args(args)
+    model_config = _json_argument(args.model_config, "--model-config")
+    if args.model == "gpt":
+        model_config.setdefault("n_positions", train.seq_len)  # a position table as long as the sequences
     launch = Launch(
         data=str(args.data),
-        model=ModelSpec(args.model, _json_argument(args.model_config, "--model-config")),
-        train=config_from_args(args),
+        model=ModelSpec(args.model, model_config),
+        train=train,
         resume=not args.no_resume,
     )
     from polyformer.data.prepare import open_dataset

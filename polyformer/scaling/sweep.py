@@ -188,7 +188,7 @@ def plan_runs(plan: SweepPlan, vocab_size: int, work_dir: Path) -> list[PlannedR
                 total_steps=steps, batch_size=plan.batch_size, seq_len=plan.seq_len, lr=plan.lr,
                 min_lr_ratio=plan.min_lr_ratio, warmup_steps=min(steps - 1, round(plan.warmup_fraction * steps)),
                 weight_decay=plan.weight_decay, clip=plan.clip, bf16=plan.bf16, eval_interval=interval,
-                eval_tokens=plan.eval_tokens, checkpoint_interval=interval, keep_checkpoints=1, seed=plan.seed,
+                eval_tokens=plan.eval_tokens, checkpoint_interval=interval, keep_checkpoints=2, seed=plan.seed,
                 out_dir=str(work_dir / name), progress=True,
             )
             runs.append(PlannedRun(name, size, spec, train, params, non_embedding))

@@ -1,0 +1,43 @@
+"""The sweep's command-line pieces: ladders, overrides, token counts, and --runs STORE."""
+
+import argparse
+import json
+
+import pytest
+
+from polyformer.commands.scaling_sweep import plan_from_args, token_count
+from polyformer.errors import ConfigError
+from polyformer.scaling.sweep import DEFAULT_SIZES, ModelSize
+
+
+def _args(**given):
+    values = dict(ladder="default", sizes=None, tokens=None, tokens_per_param=None, lr=None, batch_size=None,
+                  seq_len=None, eval_tokens=None, evals_per_run=None, seed=None, family=None, attention=None)
+    values.update(given)
+    return argparse.Namespace(**values)
+
+
+def test_token_counts():
+    assert [token_count(t) for t in ("2M", "500k", "1.5e6", "1200")] == [2_000_000, 500_000, 1_500_000, 1200]
+    with pytest.raises(ConfigError, match="2M or 500k"):
+        token_count("lots")
+
+
+def test_default_ladder_spans_a_decade_of_sizes():
+    plan = plan_from_args(_args())
+    assert tuple(plan.sizes) == DEFAULT_SIZES and len(plan.sizes) >= 6 and plan.tokens_per_param == 20.0
+
+
+def test_overrides_and_plan_files(tmp_path):
+    plan = plan_from_args(_args(sizes="1x8x2,2x16x2", tokens="1M,2M", lr=1e-3, attention="sliding_window"))
+    assert plan.sizes == (ModelSize(1, 8, 2), ModelSize(2, 16, 2))
+    assert plan.tokens == (1_000_000, 2_000_000) and plan.tokens_per_param is None and plan.lr == 1e-3
+    assert plan.model_config == {"attention": "sliding_window"}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"sizes": ["1x8x2"], "tokens_per_param": 5, "seq_len": 64}))
+    plan = plan_from_args(_args(ladder=str(path), batch_size=4))
+    assert plan.sizes == (ModelSize(1, 8, 2),) and plan.seq_len == 64 and plan.batch_size == 4
+    with pytest.raises(ConfigError, match="neither"):
+        plan_from_args(_args(ladder="nonexistent"))
+    with pytest.raises(ConfigError, match="not both"):
+        plan_from_args(_args(tokens="1M", tokens_per_param=3.0))
