@@ -1,0 +1,43 @@
+"""`polyformer train` in one process, and its refusals of bad input."""
+
+import json
+
+from _train_helpers import make_data
+from polyformer.cli import main
+from polyformer.train.metrics import read_metrics
+
+TINY = '{"d_model": 16, "n_heads": 2, "n_layers": 1, "n_positions": 16}'
+
+
+def _train(tmp_path, *extra):
+    return main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--model",
+                 "_tiny_lm:build", "--model-config", TINY, "--total-steps", "6", "--warmup-steps", "1",
+                 "--batch-size", "2", "--seq-len", "16", "--eval-tokens", "64", "--no-progress", *extra])
+
+
+def test_train_command_runs_and_resumes(tmp_path, capsys):
+    make_data(tmp_path / "data")
+    assert _train(tmp_path, "--lr", "0.002") == 0
+    assert "final validation loss" in capsys.readouterr().out
+    launch = json.loads((tmp_path / "run" / "launch.json").read_text())
+    assert launch["train"]["lr"] == 0.002 and launch["model"]["family"] == "_tiny_lm:build"
+    assert len([r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]) == 6
+    assert _train(tmp_path, "--lr", "0.002") == 0  # a finished run: resumed at its end, nothing retrained
+    assert _train(tmp_path, "--lr", "0.001") == 2
+    assert "training config differs in lr" in capsys.readouterr().err
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
+    assert "polyformer data prepare" in capsys.readouterr().err
+    make_data(tmp_path / "data")
+    cases = [
+        (["--model-config", "{not json"], "--model-config: expected JSON"),
+        (["--nproc", "0"], "--nproc must be at least 1"),
+        (["--warmup-steps", "10"], "warmup_steps (10) must be smaller than total_steps (6)"),
+    ]
+    for extra, message in cases:
+        assert _train(tmp_path, *extra) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r2"), "--model", "nope"]) == 2
+    assert "unknown model family 'nope'" in capsys.readouterr().err
