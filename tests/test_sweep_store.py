@@ -40,6 +40,9 @@ def test_runs_curves_and_fit_records(tmp_path):
         assert store.records() == [{"run": "s/a", "N": 1500, "D": 10_000, "C": 6.0 * 1500 * 10_000, "loss": 4.6}]
         assert store.records(params="total")[0]["N"] == 2000
         assert store.sweeps() == ["s"]
+        assert store.curve_records() == [
+            {"run": "s/a", "N": 1500, "D": 100, "C": 6.0 * 1500 * 100, "step": 1, "loss": 5.0},
+            {"run": "s/a", "N": 1500, "D": 200, "C": 6.0 * 1500 * 200, "step": 2, "loss": 4.5}]
 
 
 def test_same_name_with_another_config_is_refused(tmp_path):

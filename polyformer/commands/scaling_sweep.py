@@ -37,10 +37,12 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_store_runs(args: argparse.Namespace) -> Any:
-    """The runs table (N, D, C = 6 N D, loss) of the store named by ``--runs``."""
+    """The runs table (run, N, D, C = 6 N D, loss) of the store named by ``--runs``; for
+    ``scaling curves`` one row per training step (with ``step``)."""
     from polyformer.scaling.store import read_store_runs
 
-    return read_store_runs(args.runs, sweep=args.sweep, params=args.params.replace("-", "_"))
+    curves = getattr(args, "scaling_command", None) == "curves"
+    return read_store_runs(args.runs, sweep=args.sweep, params=args.params.replace("-", "_"), curves=curves)
 
 
 # ----- sweep -------------------------------------------------------------------------------------

@@ -230,12 +230,28 @@ class RunStore:
         return out
 
 
-def read_store_runs(path: str | Path, sweep: str | None = None, params: str = "non_embedding"):
-    """The finished runs of a store as the runs table the scaling-law fitter takes."""
+    def curve_records(self, sweep: str | None = None, params: str = "non_embedding",
+                      kind: str = "train") -> list[dict[str, Any]]:
+        """Learning curves of finished runs as rows ``run, N, D, C, step, loss`` (D: tokens so far)."""
+        if params not in PARAM_CHOICES:
+            raise ConfigError(f"params must be one of {', '.join(PARAM_CHOICES)}, got {params!r}")
+        out = []
+        for run in self.runs(sweep=sweep, status="finished"):
+            n = run.params_non_embedding if params == "non_embedding" else run.params
+            for point in self.curve(run.id, kind):
+                out.append({"run": f"{run.sweep}/{run.name}", "N": n, "D": point["tokens"],
+                            "C": 6.0 * n * point["tokens"], "step": point["step"], "loss": point["loss"]})
+        return out
+
+
+def read_store_runs(path: str | Path, sweep: str | None = None, params: str = "non_embedding",
+                    curves: bool = False):
+    """The finished runs of a store as the runs table the scaling-law fitter takes: one row per
+    run (final validation loss), or with ``curves`` one row per training step (learning curves)."""
     from polyformer.scaling.runs import runs_from_records
 
     with RunStore(path, create=False) as store:
-        records = store.records(sweep=sweep, params=params)
+        records = store.curve_records(sweep, params) if curves else store.records(sweep=sweep, params=params)
     if not records:
         where = f" of sweep {sweep!r}" if sweep else ""
         raise DataError(f"run store {str(path)!r} has no finished runs{where}; run `polyformer scaling sweep` first")
