@@ -11,6 +11,7 @@ from polyformer.errors import PolyformerError
 # Each module defines ``add_parser(subparsers)``; the parser it adds sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "polyformer.commands.demo",
+    "polyformer.commands.scaling",
 )
 
 

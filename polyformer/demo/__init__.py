@@ -9,7 +9,9 @@ from pathlib import Path
 from polyformer.demo.report import Report
 
 # Each module defines ``add_section(report: Report, quick: bool) -> None``.
-SECTION_MODULES: tuple[str, ...] = ()
+SECTION_MODULES: tuple[str, ...] = (
+    "polyformer.demo.scaling_section",
+)
 
 
 def run_demo(out_dir: Path, quick: bool = False, only: list[str] | None = None) -> Path:
