@@ -165,7 +165,8 @@ def envelope_approach(runs: Runs, n_budgets: int = 30, tolerance: float = 0.1) -
     With training curves (several rows per run: a ``step`` or ``run`` column), each curve's log
     loss is interpolated linearly in log C at ``n_budgets`` log-spaced budgets, and the best run
     at each budget gives (N_opt, D_opt). With final losses only, the best run of each FLOP-budget
-    group (see :func:`group_by_budget`) is used.
+    group (see :func:`group_by_budget`) is used. Budgets where the best run is the smallest or the
+    largest run reaching that budget are skipped: the optimum may lie beyond the sizes tried.
     """
     runs.require(["N", "D", "C", "loss"], purpose="the minimum-loss envelope")
     n, d, c, loss = (runs.values(k) for k in ("N", "D", "C", "loss"))
@@ -175,22 +176,27 @@ def envelope_approach(runs: Runs, n_budgets: int = 30, tolerance: float = 0.1) -
     if curves:
         low = max(min(c[cv[0]] for cv in curves), c.min())
         high = c.max()
+        at_edge = 0
         for budget in np.exp(np.linspace(math.log(low), math.log(high), n_budgets)):
-            best = None
+            candidates = []  # (interpolated log loss, N, D) of each curve that reaches this budget
             for cv in curves:
-                if not c[cv[0]] <= budget <= c[cv[-1]]:
-                    continue
-                lc = np.log(c[cv])
-                value = np.interp(math.log(budget), lc, np.log(loss[cv]))
-                if best is None or value < best[0]:
-                    best = (value, cv, float(np.exp(np.interp(math.log(budget), lc, np.log(d[cv])))))
-            candidates = sum(c[cv[0]] <= budget <= c[cv[-1]] for cv in curves)
-            if best is None or candidates < 2:
+                if c[cv[0]] <= budget <= c[cv[-1]]:
+                    lc = np.log(c[cv])
+                    candidates.append((float(np.interp(math.log(budget), lc, np.log(loss[cv]))), float(n[cv[0]]),
+                                       float(np.exp(np.interp(math.log(budget), lc, np.log(d[cv]))))))
+            if len(candidates) < 3:
+                continue
+            best = min(candidates)
+            sizes = [size for _, size, _ in candidates]
+            if best[1] in (min(sizes), max(sizes)):
+                at_edge += 1  # the optimum may lie beyond the sizes that reach this budget
                 continue
             budgets.append(budget)
-            n_opt.append(float(n[best[1][0]]))
+            n_opt.append(best[1])
             d_opt.append(best[2])
         notes.append(f"interpolated {len(curves)} training curves at {len(budgets)} FLOP budgets")
+        if at_edge:
+            notes.append(f"skipped {at_edge} budget(s) where the best run was the smallest or largest reaching it")
     else:
         for group in group_by_budget(c, tolerance, min_size=2):
             best = group[int(np.argmin(loss[group]))]

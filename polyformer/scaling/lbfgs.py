@@ -2,9 +2,15 @@
 
 Every start s minimises its own objective ``f_s``; the callable returns all values and
 gradients for a batch of rows at once, which is what makes a 4,500-start grid cheap. Starts stop
-individually when the largest gradient component falls below ``gtol`` (converged) or when no
-step along the search direction lowers the objective any more (stalled, usually at the limit of
-floating-point precision). Each start keeps its own curvature history.
+individually when the largest gradient component falls below ``gtol`` (converged), when no
+step along the search direction lowers the objective any more (the limit of floating-point
+precision), or when the objective fell by less than ``ftol`` (relative) over the last
+``stall_window`` iterations: a start crawling along a flat, degenerate valley (a term of the law
+vanishing) would otherwise use all ``max_iter`` iterations. A start stopped that way could have
+gained at most ``ftol * max_iter / stall_window`` (4e-5 by default) of its objective before
+``max_iter`` anyway; such starts are not marked converged. (scipy's L-BFGS-B default stops after
+a single iteration that gains less than 2.2e-9 in absolute terms, ~1e-6 of this objective.)
+Each start keeps its own curvature history.
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ def minimize_batched(
     history: int = 10,
     progress: bool = False,
     desc: str = "L-BFGS",
+    ftol: float = 1e-6,
+    stall_window: int = 25,
 ) -> BatchedResult:
     """Minimise each row of ``x0`` (S, P) independently; ``fun(x, groups)`` -> (f (S,), grad (S, P)).
 
@@ -91,6 +99,7 @@ def minimize_batched(
     f = torch.where(finite, f, torch.full_like(f, float("inf")))
     active = finite & ~(g.abs().amax(-1) <= tol)
     n_iter = torch.zeros(n_starts, dtype=torch.long)
+    f_checkpoint = f.clone()  # objective at the last stall check
 
     s_hist = torch.zeros(history, n_starts, n_params, dtype=torch.float64)
     y_hist = torch.zeros_like(s_hist)
@@ -143,6 +152,10 @@ def minimize_batched(
         n_iter[rows] += (~stalled).long()
         done = stalled | (g_new.abs().amax(-1) <= tol[rows])
         active[rows[done]] = False
+        if count % stall_window == 0:
+            crawling = (f_checkpoint - f) <= ftol * f.abs()
+            active &= ~crawling
+            f_checkpoint = f.clone()
         bar.update(1)
         bar.set_postfix(active=int(active.sum()))
     bar.close()

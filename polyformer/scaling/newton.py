@@ -68,7 +68,13 @@ def newton_polish(objective: HuberObjective, theta: torch.Tensor, gtol: float, m
         if float(g.abs().max()) <= gtol:
             n_iter -= 1
             break
-        eigenvalues, vectors = torch.linalg.eigh(objective.hessian(theta))
+        hessian = objective.hessian(theta)
+        if not bool(torch.isfinite(hessian).all()):
+            break  # a degenerate point (e.g. an exponent at 0): leave it as the batched phase left it
+        try:
+            eigenvalues, vectors = torch.linalg.eigh(hessian)
+        except torch.linalg.LinAlgError:
+            break
         floor = 1e-10 * float(eigenvalues.abs().max().clamp_min(1e-300))
         direction = -(vectors @ ((vectors.T @ g) / eigenvalues.abs().clamp_min(floor)))
         slope0 = float(g @ direction)

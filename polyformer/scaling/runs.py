@@ -186,6 +186,13 @@ def read_runs(path: str | Path) -> Runs:
     if not path.is_file():
         raise DataError(f"runs file {str(path)!r} does not exist or is not a file")
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq"):
+        with path.open("rb") as handle:
+            if b"\x00" in handle.read(8192):
+                raise DataError(
+                    f"{str(path)!r} is not a readable table: it holds binary data; "
+                    "give CSV, Parquet or JSON Lines with one run per row"
+                )
     try:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
@@ -210,11 +217,9 @@ def read_runs(path: str | Path) -> Runs:
 
 
 def _read_json_table(path: Path) -> pd.DataFrame:
-    """A .json file: JSON Lines, or one array of row objects."""
-    try:
-        return pd.read_json(path, lines=True)
-    except ValueError:
-        frame = pd.read_json(path)
-        if not isinstance(frame, pd.DataFrame):
-            raise DataError(f"{str(path)!r} is JSON but not a list of rows") from None
-        return frame
+    """A .json file: one array of row objects, or JSON Lines."""
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    if head.startswith(b"["):
+        return pd.read_json(path, orient="records")
+    return pd.read_json(path, lines=True)
