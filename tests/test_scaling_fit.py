@@ -1,6 +1,5 @@
 """Fitting recovers known laws from noisy synthetic runs, reports convergence, warns when it should."""
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -8,7 +7,7 @@ import pytest
 import torch
 
 from polyformer.errors import ConfigError, DataError
-from polyformer.scaling import FitOptions, fit_law, runs_from_frame
+from polyformer.scaling import FitOptions, fit_law
 from polyformer.scaling.diagnostics import log_residuals
 from polyformer.scaling.laws import ChinchillaLaw, KaplanCurveLaw, KaplanLaw, PowerLaw, PurePowerLaw
 from polyformer.scaling.objective import huber

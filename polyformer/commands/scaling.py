@@ -129,11 +129,9 @@ def _run_fit(args: argparse.Namespace) -> int:
     context = {"variable": args.variable} if args.law in ("power", "pure-power") else {}
     if args.holdout:
         fit = holdout_largest(runs, args.law, options, fraction=args.holdout_fraction, by=args.holdout_by,
-                              bootstrap=args.bootstrap, seed=args.seed, **context)
+                              bootstrap=args.bootstrap, seed=args.seed, level=args.level, **context)
     else:
         fit = fit_law(runs, args.law, options, bootstrap=args.bootstrap, seed=args.seed, level=args.level, **context)
-    if fit.bootstrap is not None and args.level != fit.bootstrap.level:
-        fit.bootstrap.level = args.level
     if args.plot:
         _plot_fit(runs, fit, args.plot)
     if args.out:
@@ -182,7 +180,7 @@ def _print_fit(fit: Any) -> None:
     if exponents:
         print(f"compute-optimal: N_opt ∝ C^{exponents['a']:.4f}, D_opt ∝ C^{exponents['b']:.4f}")
     g = fit.goodness
-    print(f"fit: {g.n_points} runs, RMSE(log loss) {g.rmse_log:.4g}, RMSE {g.rmse:.4g}, worst error {100 * g.max_abs_rel_error:.2f}%")
+    print(f"fit: {g.n_points} points, RMSE(log loss) {g.rmse_log:.4g}, RMSE {g.rmse:.4g}, worst error {100 * g.max_abs_rel_error:.2f}%")
     print(f"optimiser: {fit.n_starts} starts ({fit.n_starts_converged} converged), objective {fit.objective:.6g}, "
           f"gradient {fit.grad_norm:.2g} (tolerance {fit.gradient_tolerance:.2g}): "
           + ("converged" if fit.converged else "NOT converged") + f", {fit.seconds:.1f} s")

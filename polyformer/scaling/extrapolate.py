@@ -93,6 +93,7 @@ def holdout_largest(
     by: str = "C",
     bootstrap: int = 0,
     seed: int = 0,
+    level: float = 0.95,
     **law_context: Any,
 ) -> ScalingFit:
     """Fit on all but the largest ``fraction`` of runs (ranked by ``by``) and score the rest.
@@ -112,7 +113,7 @@ def holdout_largest(
         raise DataError(
             f"holding out {int(held.sum())} of {len(runs)} runs leaves too few to fit the {law.name!r} law"
         )
-    fit = fit_law(runs.subset(~held), law, options, bootstrap=bootstrap, seed=seed)
+    fit = fit_law(runs.subset(~held), law, options, bootstrap=bootstrap, seed=seed, level=level)
     test = runs.subset(held)
     inputs = {v: test.values(v) for v in fit.law.variables}
     predicted = fit.law.predict(**inputs)

@@ -65,14 +65,7 @@ class HuberObjective:
     def n_points(self) -> int:
         return int(self.log_loss.shape[0])
 
-    def total_weight(self, groups: torch.Tensor | None = None) -> torch.Tensor:
-        """Sum of weights per start (n for unweighted fits)."""
-        if self.weights is None:
-            return torch.tensor(float(self.n_points), dtype=torch.float64)
-        w = self.weights if groups is None else self.weights[groups]
-        return w.sum(-1)
-
-    def _weights_for(self, groups: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    def _weights_for(self, groups: torch.Tensor | None) -> torch.Tensor | None:
         if self.weights is None:
             return None
         if groups is None:
@@ -89,7 +82,7 @@ class HuberObjective:
             else:
                 residual = self.law.log_predict_theta(theta, self.logx) - self.log_loss
             h = huber(residual, self.delta)
-            w = self._weights_for(groups, theta.shape[0])
+            w = self._weights_for(groups)
             return (h if w is None else h * w).sum(-1)
 
     def _sum_of_terms(self, theta: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -125,7 +118,7 @@ class HuberObjective:
             clipped = residual.clamp(-self.delta, self.delta)  # dHuber/dr
             # Huber = c (r - c/2) with c the clipped residual; residual is not needed after this.
             shifted = residual.sub_(clipped * 0.5)
-            w = self._weights_for(groups, theta.shape[0])
+            w = self._weights_for(groups)
             if w is not None:
                 clipped *= w
             f = torch.linalg.vecdot(clipped, shifted)
@@ -143,7 +136,7 @@ class HuberObjective:
             x = theta.detach().clone().requires_grad_(True)
             residual = self.law.log_predict_theta(x, self.logx) - self.log_loss
             h = huber(residual, self.delta)
-            w = self._weights_for(groups, theta.shape[0])
+            w = self._weights_for(groups)
             f = (h if w is None else h * w).sum(-1)
             (grad,) = torch.autograd.grad(f.sum(), x)
         return f.detach(), grad

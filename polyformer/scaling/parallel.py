@@ -30,9 +30,12 @@ def single_threaded_torch() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+_MAX_DEFAULT_WORKERS = 8  # beyond this, Python-side overhead per shard outweighs the gain
+
+
 def default_workers() -> int:
-    """Threads to use: torch's configured thread count (OMP_NUM_THREADS / set_num_threads)."""
-    return max(1, torch.get_num_threads())
+    """Threads to use: torch's configured thread count (OMP_NUM_THREADS / set_num_threads), at most 8."""
+    return max(1, min(torch.get_num_threads(), _MAX_DEFAULT_WORKERS))
 
 
 def map_threads(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
