@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from polyformer.options import require
-from polyformer.scaling.fit import FitOptions, prepare
+from polyformer.scaling.fit import COMPETING, FitOptions, prepare
 from polyformer.scaling.lbfgs import minimize_batched
 from polyformer.scaling.objective import HuberObjective
 from polyformer.scaling.parallel import map_threads
@@ -25,7 +25,6 @@ from polyformer.scaling.runs import Runs
 
 _CHUNK = 250  # refits per batch (bounds memory; one progress-bar step each)
 _MAX_STARTS = 4  # starts per refit: the full-data optimum and the next-best distinct minima
-_COMPETING = 1.25  # a local minimum competes if its objective is within this factor of the best
 
 
 def resample_weights(n_runs: int, n_samples: int, seed: int) -> np.ndarray:
@@ -50,7 +49,7 @@ def bootstrap_fit(
     law = fit.law
     logx, log_loss = prepare(law, runs)
     best_f = fit.local_minima[0][0]
-    competing = [theta for f, theta in fit.local_minima if f <= _COMPETING * best_f][:_MAX_STARTS]
+    competing = [theta for f, theta in fit.local_minima if f <= COMPETING * best_f][:_MAX_STARTS]
     starts = torch.tensor(competing, dtype=torch.float64)
     weights = torch.from_numpy(resample_weights(len(runs), n, seed))
     tol = options.gtol * options.delta * len(runs)

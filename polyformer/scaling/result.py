@@ -101,7 +101,7 @@ class ScalingFit:
     converged: bool
     n_starts: int
     n_starts_converged: int
-    local_minima: list[tuple[float, list[float]]]  # (objective, theta) of polished minima, best first
+    local_minima: list[tuple[float, list[float]]]  # (objective, theta) of distinct minima: polished ones first, best first
     goodness: Goodness
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
