@@ -88,7 +88,7 @@ def test_every_mechanism_in_float64_on_a_longer_input(name, options, causal):
 def test_sliding_fast_path_is_used_and_exact():
     attn = attention.build("sliding_window", window=32, backend="kernel", tile_size=16)
     layout = attn.layout(256, 2, True, torch.device("cpu"))
-    assert any(g.sliding for g in layout.groups)
+    assert any(g.windowed for g in layout.groups)
     q, k, v = _inputs(1, 2, 256, 8, torch.float64, 1)
     _check(attn, q, k, v, True, None, atol=1e-10)
 
