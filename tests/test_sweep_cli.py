@@ -41,3 +41,31 @@ def test_overrides_and_plan_files(tmp_path):
         plan_from_args(_args(ladder="nonexistent"))
     with pytest.raises(ConfigError, match="not both"):
         plan_from_args(_args(tokens="1M", tokens_per_param=3.0))
+
+
+def test_sweep_command_then_fit_from_the_store(tmp_path, capsys):
+    from _train_helpers import make_data
+    from polyformer.cli import main
+    from polyformer.scaling.fit import fit_law
+    from polyformer.scaling.store import read_store_runs
+
+    make_data(tmp_path / "data")
+    store, plot = tmp_path / "runs.sqlite", tmp_path / "sweep.png"
+    sweep = ["scaling", "sweep", "--data", str(tmp_path / "data"), "--store", str(store), "--ladder", "quick",
+             "--family", "_tiny_lm:build_sized", "--seq-len", "16", "--sizes", "1x8x2,1x16x2,2x16x2,2x24x2,2x32x2",
+             "--no-progress"]
+    assert main([*sweep, "--dry-run"]) == 0
+    assert "L2-d32-h2" in capsys.readouterr().out and not store.exists()
+    assert main([*sweep, "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "5 trained, 0 already finished, 0 failed" in out and plot.stat().st_size > 0
+    assert main(sweep) == 0
+    assert "0 trained, 5 already finished" in capsys.readouterr().out
+
+    assert main(["scaling", "fit", "--runs", str(store), "--law", "power", "--variable", "C", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    reference = fit_law(read_store_runs(store), "power", variable="C").law.parameters()
+    for name, value in reference.items():
+        assert printed[name] == pytest.approx(value, rel=1e-6)
+    assert main(["scaling", "fit", "--runs", str(tmp_path / "none.sqlite")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """``polyformer scaling``: fit scaling laws, predict, plan compute-optimal training, estimate cost.
 
 Sub-commands are added by the functions in ``_SUBCOMMANDS``; runs come from the sources added
-by :func:`add_runs_source` and read by :func:`load_runs` (a file today; a run store can join).
+by :func:`add_runs_source` and read by :func:`load_runs` (a file, or a run store with ``--runs``).
 """
 
 from __future__ import annotations
@@ -62,9 +62,12 @@ def _fmt(value: float | None) -> str:
 
 # ----- where runs come from ---------------------------------------------------------------------
 def add_runs_source(parser: argparse.ArgumentParser) -> None:
-    """Arguments naming the runs to use (a table file)."""
+    """Arguments naming the runs to use (a table file, or a run store)."""
+    from polyformer.commands.scaling_sweep import add_store_arguments
+
     parser.add_argument("file", nargs="?", type=Path,
                         help="runs table: CSV, Parquet or JSON Lines (columns N/params, D/tokens, C/flops, loss, step)")
+    add_store_arguments(parser)
     parser.add_argument("--drop-highest-loss", type=int, default=0, metavar="K",
                         help="ignore the K runs with the highest loss (outliers; Besiroglu et al. drop 5)")
 
@@ -73,11 +76,14 @@ def load_runs(args: argparse.Namespace) -> Any:
     """The runs named by :func:`add_runs_source` arguments, validated."""
     from polyformer.scaling.runs import read_runs
 
-    if args.file is None:
-        raise ConfigError("give a runs file (CSV, Parquet or JSON Lines)")
+    from polyformer.commands.scaling_sweep import load_store_runs
+
+    if (args.file is None) == (args.runs is None):
+        raise ConfigError("give a runs file (CSV, Parquet or JSON Lines) or --runs STORE (a run store), one of them")
     if args.drop_highest_loss < 0:
         raise ConfigError(f"--drop-highest-loss must be >= 0, got {args.drop_highest_loss}")
-    return read_runs(args.file).drop_highest_loss(args.drop_highest_loss)
+    runs = load_store_runs(args) if args.runs is not None else read_runs(args.file)
+    return runs.drop_highest_loss(args.drop_highest_loss)
 
 
 def _fit_options(args: argparse.Namespace) -> Any:
@@ -412,8 +418,14 @@ def _run_curves(args: argparse.Namespace) -> int:
 
 
 # Each adds one sub-command; a later source of runs or command adds its own line.
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    from polyformer.commands.scaling_sweep import add_sweep
+
+    add_sweep(sub)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_fit, _add_predict, _add_plan, _add_cost, _add_approaches, _add_curves,
+    _add_fit, _add_predict, _add_plan, _add_cost, _add_approaches, _add_curves, _add_sweep,
 )
 
 
