@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "sweep_seconds_this_call": round(wall, 1),
+        # CPU time of this process (all threads): on a shared machine, closer to the dedicated-core time
+        "cpu_seconds_this_call": round(time.process_time(), 1),
         "sweep_seconds_total": round(sum(r.seconds or 0.0 for r in runs), 1),
         "runs": [{"name": r.name, "N_non_embedding": r.params_non_embedding, "N": r.params, "D": r.tokens,
                   "C": r.flops, "final_val_loss": r.final_val_loss, "seconds": r.seconds} for r in runs],
