@@ -100,14 +100,15 @@ def plot_sweep(store: str | Path, path: str | Path, sweep: str | None = None, fi
                       label=_law_label("without the largest", held_law))
             left.scatter([row["C"]], [row["predicted"]], marker="x", color="tab:red", s=60, zorder=4,
                          label=f"predicted largest: {row['predicted']:.3f} ({100 * row['relative_error']:+.1f}%)")
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        # losses span less than a decade: plain numbers on the log axis, not powers of ten
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%.1f"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
+        # losses span less than a decade: evenly spaced plain numbers on the log axis
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("compute C = 6 N D (FLOPs, N without embeddings)")
         ax.grid(True, which="both", alpha=0.3)
     left.set_ylabel("final validation loss (nats/token)")
