@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("runs/bench/shakespeare-1024"))
     parser.add_argument("--store", type=Path, default=Path("runs/bench/scaling_sweep.sqlite"))
     parser.add_argument("--ladder", default="default", help="default | quick | plan JSON")
+    parser.add_argument("--name", default=None, help="sweep name in the store (default: the ladder's name)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--plot", type=Path, default=Path("runs/bench/scaling_sweep.png"))
     parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_from_args(argparse.Namespace(
         ladder=args.ladder, sizes=None, tokens=None, tokens_per_param=None, lr=None, batch_size=None, seq_len=None,
         eval_tokens=None, evals_per_run=None, seed=None, family=None, attention=None))
-    sweep = Path(args.ladder).stem
+    sweep = args.name or Path(args.ladder).stem
     began = time.perf_counter()
     result = run_sweep(plan, args.data, args.store, sweep=sweep, progress=args.progress,
                        log=lambda line: print(line, file=sys.stderr, flush=True))
