@@ -50,6 +50,8 @@ def test_same_name_with_another_config_is_refused(tmp_path):
         _add(store)
         with pytest.raises(ConfigError, match="another config"):
             _add(store, config={**CONFIG, "train": {"lr": 2e-3}})
+        # the same model and training config with the data folder moved is the same run
+        assert _add(store, config={**CONFIG, "data": "/elsewhere"}) == _add(store)
         with pytest.raises(ConfigError, match="params must be one of"):
             store.records(params="all")
 

@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS curve (
 """
 
 
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same run: the model and the training config."""
+    keys = [k for k in ("model", "train") if k in config]
+    return json.loads(json.dumps({k: config[k] for k in keys} if keys else config, sort_keys=True))
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -147,12 +153,14 @@ class RunStore:
     def add_run(self, sweep: str, name: str, config: dict[str, Any], params: int, params_non_embedding: int,
                 tokens: int, flops: float, flops_attention: float) -> int:
         """Register a run (status pending) and return its id; an existing run of the same name is
-        returned as is when its config is the same, and refused when it differs."""
+        returned as is when it is the same run (same ``model`` and ``train`` entries of the config,
+        or the same config when it has neither), and refused when it differs. Other entries (where
+        the data folder lives, say) may change between sessions."""
         config_json = json.dumps(config, sort_keys=True)
         with self._transaction():
             row = self._db.execute("SELECT id, config FROM runs WHERE sweep = ? AND name = ?", (sweep, name)).fetchone()
             if row is not None:
-                if row["config"] != config_json:
+                if _identity(json.loads(row["config"])) != _identity(config):
                     raise ConfigError(
                         f"run {name!r} of sweep {sweep!r} is already in {str(self.path)!r} with another config; "
                         "use a new sweep name (--name) or a new store"
