@@ -117,13 +117,13 @@ class SweepPlan:
         return self.batch_size * self.seq_len
 
 
-# The default ladder: six sizes over a decade of non-embedding parameters (about 40k to 400k),
-# each trained on 20 tokens per parameter (Chinchilla's ratio) of the Shakespeare corpus with a
-# 1,024-token BPE vocabulary. About 20 minutes on two CPU cores.
-DEFAULT_SIZES = (
-    ModelSize(2, 40, 2), ModelSize(2, 52, 2), ModelSize(3, 52, 2),
-    ModelSize(3, 68, 2), ModelSize(4, 72, 4), ModelSize(4, 92, 4),
-)
+# The default ladder: six widths of a 3-layer model over a decade of non-embedding parameters
+# (48k to 394k), each trained on 20 tokens per parameter (Chinchilla's ratio) of the Shakespeare
+# corpus with a 1,024-token BPE vocabulary. Depth and head count stay fixed so that only the size
+# changes from rung to rung: a ladder that also changed depth every other rung (L2-d40 ... L4-d92)
+# put the models right after each depth step visibly above the trend (fit residuals 0.6% against
+# 0.08% here) and the held-out prediction was 2.8% off instead of well under 1%.
+DEFAULT_SIZES = tuple(ModelSize(3, width, 2) for width in (36, 44, 56, 68, 84, 104))
 
 
 def default_plan() -> SweepPlan:
