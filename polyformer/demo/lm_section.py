@@ -14,7 +14,7 @@ from polyformer.demo.report import Report
 
 QUICK_PLAN = dict(sizes=["1x16x2", "1x24x2", "2x24x2", "2x32x2", "2x40x2"], tokens_per_param=0.3, seq_len=32,
                   batch_size=8, lr=3e-3, eval_tokens=2048, evals_per_run=3)
-FULL_PLAN = dict(sizes=["2x32x2", "2x40x2", "2x52x2", "3x52x2", "3x64x2", "3x80x2"], tokens_per_param=10.0,
+FULL_PLAN = dict(sizes=["2x32x2", "2x40x2", "2x48x2", "2x56x2", "2x64x2", "2x80x2"], tokens_per_param=10.0,
                  eval_tokens=65536, evals_per_run=6)
 
 
