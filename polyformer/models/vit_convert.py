@@ -81,6 +81,8 @@ def _live_layer_aliases(hf: str, ours: str) -> list[Rule]:
         ("attention.o_proj", "attn.out_proj"),
         ("mlp.fc1", "mlp.fc_in"),
         ("mlp.fc2", "mlp.fc_out"),
+        ("layernorm_before", "attn_norm"),
+        ("layernorm_after", "mlp_norm"),
     ]
     return [Rule(f"{layer}{theirs}.{s}", f"{block}{mine}.{s}") for theirs, mine in pairs for s in _WB]
 

@@ -123,8 +123,7 @@ def _array_to_pil(array: np.ndarray, where: str) -> Image.Image:
     if min(array.shape[:2]) == 0:
         raise DataError(f"{where}: the image is empty (array shape {array.shape})")
     array = _to_uint8(array, where)
-    mode = "L" if array.ndim == 2 else {3: "RGB", 4: "RGBA"}[array.shape[-1]]
-    return Image.fromarray(np.ascontiguousarray(array), mode=mode)
+    return Image.fromarray(np.ascontiguousarray(array))  # uint8: L, RGB or RGBA by shape
 
 
 def _to_uint8(array: np.ndarray, where: str) -> np.ndarray:
@@ -175,8 +174,8 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
     if image.mode == "F":
         return _array_to_pil(array.astype(np.float32), "image")
     if image.mode == "I" and array.size and int(array.max()) <= 255 and int(array.min()) >= 0:
-        return Image.fromarray(array.astype(np.uint8), mode="L")
-    return Image.fromarray(_to_uint8(array.astype(np.int64).clip(0, 65535).astype(np.uint16), "image"), mode="L")
+        return Image.fromarray(array.astype(np.uint8))
+    return Image.fromarray(_to_uint8(array.astype(np.int64).clip(0, 65535).astype(np.uint16), "image"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -305,7 +304,7 @@ class ImageProcessor:
             raise ConfigError(f"{where}: must hold a JSON object, got {type(raw).__name__}")
         names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "extra"}
         known = {k: v for k, v in raw.items() if k in names}
-        extra = {k: v for k, v in raw.items() if k not in names}
+        extra = {k: v for k, v in raw.items() if k not in names and k != "image_processor_type"}
         try:
             return cls(**known, extra=extra)
         except ConfigError as error:
@@ -501,7 +500,7 @@ class ImageGPTProcessor(ImageProcessor):
         if ids.min() < 0 or ids.max() >= self.n_clusters:
             raise DataError(f"decode: token ids must lie in [0, {self.n_clusters}) (palette colours)")
         colours = np.rint(127.5 * (self.clusters[ids] + 1.0)).clip(0, 255).astype(np.uint8)  # (B, H·W, 3)
-        return [Image.fromarray(c.reshape(h, w, 3), mode="RGB") for c in colours]
+        return [Image.fromarray(c.reshape(h, w, 3)) for c in colours]
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
