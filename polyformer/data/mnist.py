@@ -124,7 +124,7 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickle NumPy arrays and nothing else: a pickle from a package cannot run code here."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # bytes in protocol 2
 
     def find_class(self, module: str, name: str):  # type: ignore[override]
         if (module, name) not in self.ALLOWED:
