@@ -161,4 +161,4 @@ def test_igpt_classifier_behind_the_classification_pipeline(tmp_path):
     assert [p["label"] for p in preds] in (["even", "odd"], ["odd", "even"])
     ids = processor(np.zeros((9, 9, 3), np.uint8))["input_ids"]
     expected = model(ids).logits.softmax(-1)[0]
-    assert preds[0]["score"] == pytest.approx(float(expected.max()), abs=1e-6)
+    assert preds[0]["score"] == pytest.approx(float(expected.max().detach()), abs=1e-6)
