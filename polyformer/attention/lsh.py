@@ -47,6 +47,8 @@ from polyformer.options import require
 MAX_BUCKETS_PER_ROTATION = 64
 #: Score elements per block when queries and keys differ in length (bucket matching).
 _MATCH_BLOCK_ELEMENTS = 1 << 22
+#: Output elements (rounds × rows × Dv) computed per kernel call: several rounds at once when short.
+_ROUND_GROUP_ELEMENTS = 1 << 23
 #: Projection elements per block of rows while hashing.
 _HASH_BLOCK_ELEMENTS = 1 << 18
 
@@ -204,7 +206,6 @@ class LSHAttention(AttentionMechanism):
         lookback = n_chunks > 1
         spec = WindowSpec(n_pos=n_pos, scale=scale, causal=causal, q_offset=q_offset, exclude_self=self.options.shared_qk, lookback=lookback)
         positions = torch.arange(n_pos, device=q.device)
-        row_offset = torch.arange(b * h, device=q.device)[:, None, None] * n_pos  # (BH, 1, 1)
         rotations = self.rotations(d, factors)
 
         def sort_orders(x_flat: Tensor) -> Tensor:
@@ -216,30 +217,50 @@ class LSHAttention(AttentionMechanism):
 
         k_orders = sort_orders(k_flat)
         q_orders = k_orders if same_qk else sort_orders(q_flat)
-        # Slot s of a (batch, head) row holds query chunk s; with look-back, key chunk list
-        # [last, 0, 1, ..., nc-1] so that slot s sees key chunks s and s+1 = (s-1, s). The extra
-        # slot per row (and the extra key chunk at the end) keep the stride uniform; the caller
-        # ignores their outputs.
-        slot_of_query = torch.arange(b * h * (n_chunks + lookback) * c, device=q.device)
-        slot_of_query = slot_of_query.view(b * h, n_chunks + lookback, c)[:, :n_chunks].reshape(-1)
+        rows = b * h * n_pos
+        # Rounds run in groups (all at once for small inputs, one by one for long ones, which
+        # bounds the slot-order output buffer) as extra rows of one kernel call.
+        group = max(1, min(n_rounds, _ROUND_GROUP_ELEMENTS // (rows * dv)))
         out = lse = None
-        for r in range(n_rounds):
-            q_chunks = (q_orders[r] + row_offset[:, 0]).view(b * h, n_chunks, c)  # global rows
-            k_chunks = (k_orders[r] + row_offset[:, 0]).view(b * h, n_chunks, c)
-            if lookback:
-                q_rows = torch.cat([q_chunks, q_chunks[:, -1:]], dim=1).view(-1, c)
-                k_rows = torch.cat([k_chunks[:, -1:], k_chunks], dim=1).view(-1, c)
-                k_rows = torch.cat([k_rows, k_rows[-1:]], dim=0)
-            else:
-                q_rows, k_rows = q_chunks.view(-1, c), k_chunks.view(-1, c)
-            out_slots, lse_slots = sorted_window_attention(q_flat, k_flat, v_flat, q_rows, k_rows, valid, spec)
-            # Back to the original order: row q_chunks[i] was computed in slot slot_of_query[i].
-            inverse = torch.empty_like(slot_of_query)
-            inverse[q_chunks.reshape(-1)] = slot_of_query
-            out_r, lse_r = out_slots.index_select(0, inverse), lse_slots.index_select(0, inverse)
-            del out_slots, lse_slots  # (without autograd) frees the slot-order buffer before merging
+        for first in range(0, n_rounds, group):
+            g = min(group, n_rounds - first)
+            out_r, lse_r = self._rounds(
+                q_flat, k_flat, v_flat, q_orders[first : first + g], k_orders[first : first + g], valid, spec, c
+            )
             out, lse = _merge_rounds(out, lse, out_r, lse_r)
         return out.view(b, h, n_pos, dv)[:, :, :n]  # type: ignore[union-attr]
+
+    @staticmethod
+    def _rounds(q_flat, k_flat, v_flat, q_orders, k_orders, valid, spec: WindowSpec, c: int) -> tuple[Tensor, Tensor]:
+        """Outputs (g, rows, Dv) and log-sum-exps (g, rows) of g rounds with sort orders (g, BH, Np)."""
+        g, bh, n_pos = q_orders.shape
+        n_chunks = n_pos // c
+        rows = bh * n_pos
+        offset = (torch.arange(bh, device=q_orders.device) * n_pos)[None, :, None]  # (1, BH, 1)
+        q_chunks = (q_orders + offset).view(g * bh, n_chunks, c)  # rows of q / k per chunk
+        k_chunks = (k_orders + offset).view(g * bh, n_chunks, c)
+        lookback = spec.lookback
+        # Slot s of a (round, batch, head) sequence holds query chunk s. With look-back the key
+        # chunks are listed as [last, 0, 1, ..., nc-1] so that slot s sees key chunks s and s+1,
+        # i.e. the previous chunk and its own; one extra slot per sequence and one extra key chunk
+        # at the end keep every window a uniform stride (their outputs are never read).
+        if lookback:
+            q_rows = torch.cat([q_chunks, q_chunks[:, -1:]], dim=1).view(-1, c)
+            k_rows = torch.cat([k_chunks[:, -1:], k_chunks], dim=1).view(-1, c)
+            k_rows = torch.cat([k_rows, k_rows[-1:]], dim=0)
+        else:
+            q_rows, k_rows = q_chunks.view(-1, c), k_chunks.view(-1, c)
+        out_slots, lse_slots = sorted_window_attention(q_flat, k_flat, v_flat, q_rows, k_rows, valid, spec)
+        # Back to the original order: query row i of round r was computed in slot_of_query.
+        slot_of_query = torch.arange(g * bh * (n_chunks + lookback) * c, device=q_orders.device)
+        slot_of_query = slot_of_query.view(g * bh, n_chunks + lookback, c)[:, :n_chunks].reshape(-1)
+        round_offset = (torch.arange(g, device=q_orders.device) * rows)[:, None, None, None]
+        inverse = torch.empty_like(slot_of_query)
+        inverse[(q_chunks.view(g, bh, n_chunks, c) + round_offset).reshape(-1)] = slot_of_query
+        return (
+            out_slots.index_select(0, inverse).view(g, rows, -1),
+            lse_slots.index_select(0, inverse).view(g, rows),
+        )
 
     # -- different query and key lengths: exact attention within each query's bucket ------------------
     def _bucket_match(self, q, k, v, causal, key_padding_mask, scale, q_offset) -> Tensor:
@@ -273,7 +294,7 @@ class LSHAttention(AttentionMechanism):
                 empty = ~allowed_r.any(dim=-1)
                 probs = torch.exp(s - lse_r[..., None]).masked_fill(empty[..., None], 0.0)
                 lse_r = lse_r.masked_fill(empty, EMPTY_LSE)
-                out, lse = _merge_rounds(out, lse, torch.matmul(probs, v), lse_r)
+                out, lse = _merge_rounds(out, lse, torch.matmul(probs, v)[None], lse_r[None])
             outputs.append(out)
         return torch.cat(outputs, dim=2)
 
@@ -285,14 +306,23 @@ def _rows(x: Tensor, pad: int) -> Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def _merge_rounds(out: Tensor | None, lse: Tensor | None, out_r: Tensor, lse_r: Tensor) -> tuple[Tensor, Tensor]:
-    """Combine two softmax results over key sets into the softmax over their (multi-)union."""
-    if out is None or lse is None:
-        return out_r, lse_r
-    total = torch.logaddexp(lse, lse_r)
-    if torch.is_grad_enabled() and (out.requires_grad or out_r.requires_grad):
-        merged = out * torch.exp(lse - total)[..., None] + out_r * torch.exp(lse_r - total)[..., None]
+def _merge_rounds(out: Tensor | None, lse: Tensor | None, outs: Tensor, lses: Tensor) -> tuple[Tensor, Tensor]:
+    """Fold rounds ``outs`` (g, ..., Dv), ``lses`` (g, ...) into the running softmax ``out, lse``.
+
+    Softmax results over several key sets combine into the softmax over their (multi-)union by
+    weighting each with exp(lse_r − logsumexp(lse)).
+    """
+    if out is None and outs.shape[0] == 1:
+        return outs[0], lses[0]
+    total = torch.logsumexp(lses if lse is None else torch.cat([lse[None], lses]), dim=0)
+    weights = torch.exp(lses - total)[..., None]  # (g, ..., 1)
+    if torch.is_grad_enabled() and (outs.requires_grad or (out is not None and out.requires_grad)):
+        merged = (outs * weights).sum(dim=0)
+        if out is not None:
+            merged = merged + out * torch.exp(lse - total)[..., None]
         return merged, total
-    # Without autograd, merge in place: no full-size temporaries (this bounds peak memory).
-    out.mul_(torch.exp(lse - total)[..., None]).add_(out_r.mul_(torch.exp(lse_r - total)[..., None]))
-    return out, total
+    # Without autograd, in place: no further full-size temporaries (this bounds peak memory).
+    merged = outs[0].mul_(weights[0]) if outs.shape[0] == 1 else outs.mul_(weights).sum(dim=0)
+    if out is not None:
+        merged.add_(out.mul_(torch.exp(lse - total)[..., None]))
+    return merged, total
