@@ -212,3 +212,20 @@ def test_default_options_work_at_short_lengths_forward_and_backward(causal):
     out.square().sum().backward()
     assert out.shape == (2, 4, 100, 16) and torch.isfinite(out).all()
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_streamed_non_causal_blocks_equal_one_block(monkeypatch):
+    import polyformer.attention._linearized as linearized
+
+    q, k, v = (t.detach() for t in _inputs(n_q=23, n_k=23))
+    k = k * torch.linspace(0.2, 3.0, 23)[:, None]  # the stabiliser grows from block to block
+    kpm = torch.ones(2, 23, dtype=torch.bool)
+    kpm[0, :9] = False
+    attn = attention.build("performer", num_features=16)
+    whole = attn(q, k, v, key_padding_mask=kpm)
+    monkeypatch.setattr(linearized, "_STREAM_BLOCK_ELEMENTS", 2 * 2 * 16 * 4)  # 4 positions per block
+    torch.testing.assert_close(attn(q, k, v, key_padding_mask=kpm), whole, atol=1e-12, rtol=1e-10)
+    w = attn.projection
+    ref = naive_kernelized(favor_features(q, w, 1 / math.sqrt(8)), favor_features(k, w, 1 / math.sqrt(8)), v,
+                           causal=False, key_padding_mask=kpm, q_offset=0)
+    torch.testing.assert_close(whole, ref, atol=1e-12, rtol=1e-10)

@@ -29,17 +29,19 @@ class LinearOptions:
     ``feature_map``: a registered name (``"elu+1"``, ``"relu"``; add more with
     ``polyformer.attention._feature_maps.register_feature_map``) or a callable mapping (..., D) to
     non-negative (..., F). ``chunk_size``: positions per chunk of the causal algorithm (exact
-    attention inside a chunk, a running state across chunks); any value works for any length.
+    attention inside a chunk, a running state across chunks); any value works for any length;
+    None picks a power of two near √(F·Dv), which balances the two parts of the cost.
     """
 
     feature_map: str | Callable[[Tensor], Tensor] = "elu+1"
-    chunk_size: int = 64
+    chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         resolve_feature_map(self.feature_map, where="attention 'linear'")
         require(
-            isinstance(self.chunk_size, int) and not isinstance(self.chunk_size, bool) and self.chunk_size >= 1,
-            f"attention 'linear': chunk_size must be an integer >= 1, got {self.chunk_size!r}",
+            self.chunk_size is None
+            or (isinstance(self.chunk_size, int) and not isinstance(self.chunk_size, bool) and self.chunk_size >= 1),
+            f"attention 'linear': chunk_size must be an integer >= 1 or None (automatic), got {self.chunk_size!r}",
         )
 
 
@@ -63,7 +65,8 @@ class LinearAttention(LinearizedAttention):
             check_non_negative(phi, "attention 'linear': feature_map")
         return phi
 
-    def feature_pair(self, q, k, key_mask, scale, previous_log_scale=None):
-        phi_q = self.features(q)  # (B, H, Nq, F)
-        phi_k = zero_padded_keys(self.features(k), key_mask)  # (B, H, Nk, F)
-        return phi_q, phi_k, None
+    def query_features(self, q: Tensor, scale: float) -> Tensor:
+        return self.features(q)
+
+    def key_features(self, k, key_mask, scale, previous_log_scale):
+        return zero_padded_keys(self.features(k), key_mask), None

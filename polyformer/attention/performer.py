@@ -68,14 +68,14 @@ class PerformerOptions:
     a closer approximation of softmax. ``orthogonal``: orthogonal random features (FAVOR+) or
     plain Gaussian ones. ``seed``: the features' seed (None = torch's global generator).
     ``redraw_interval``: draw new features every this many calls in training mode (None = never).
-    ``chunk_size``: positions per chunk of the causal algorithm.
+    ``chunk_size``: positions per chunk of the causal algorithm (None: automatic, as ``linear``).
     """
 
     num_features: int | None = None
     orthogonal: bool = True
     seed: int | None = 0
     redraw_interval: int | None = None
-    chunk_size: int = 64
+    chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         where = "attention 'performer'"
@@ -94,8 +94,8 @@ class PerformerOptions:
         require(self.seed is None or _is_int(self.seed), f"{where}: seed must be an integer or None, got {self.seed!r}")
         require(isinstance(self.orthogonal, bool), f"{where}: orthogonal must be True or False, got {self.orthogonal!r}")
         require(
-            _is_int(self.chunk_size) and self.chunk_size >= 1,
-            f"{where}: chunk_size must be an integer >= 1, got {self.chunk_size!r}",
+            self.chunk_size is None or (_is_int(self.chunk_size) and self.chunk_size >= 1),
+            f"{where}: chunk_size must be an integer >= 1 or None (automatic), got {self.chunk_size!r}",
         )
 
 
@@ -109,7 +109,6 @@ class PerformerAttention(LinearizedAttention):
 
     name = "performer"
     Options = PerformerOptions
-    tracks_key_scale = True
 
     def __init__(self, options: PerformerOptions | None = None) -> None:
         super().__init__(options)
@@ -155,23 +154,29 @@ class PerformerAttention(LinearizedAttention):
         # addmm broadcasts the per-row term: one pass over the (BHN, m) logits instead of two.
         return torch.addmm(half_norm, x2, w.T).view(b, h, n, -1)  # (B, H, N, m)
 
-    def feature_pair(self, q, k, key_mask, scale, previous_log_scale=None):
+    def before_call(self, head_dim: int) -> None:
+        """Scheduled redraw: every ``redraw_interval`` calls in training mode."""
         if self.training and self.options.redraw_interval is not None:
             if self.training_calls and self.training_calls % self.options.redraw_interval == 0:
-                self.redraw_features(q.shape[-1])
+                self.redraw_features(head_dim)
             self.training_calls += 1
-        logits_q = self.log_features(q, scale)  # (B, H, Nq, m)
-        # In-place sub/exp keep one (N, m) buffer per side; autograd saves exp's output only.
-        phi_q = logits_q.sub_(logits_q.detach().amax(dim=-1, keepdim=True)).exp_()
-        logits_k = self.log_features(k, scale)  # (B, H, Nk, m)
+
+    def query_features(self, q: Tensor, scale: float) -> Tensor:
+        logits = self.log_features(q, scale)  # (B, H, N, m)
+        # Dividing a row by its largest feature cancels in that query's ratio. In place: one
+        # (N, m) buffer, and autograd keeps only exp's output.
+        return logits.sub_(logits.detach().amax(dim=-1, keepdim=True)).exp_()
+
+    def key_features(self, k, key_mask, scale, previous_log_scale):
+        logits = self.log_features(k, scale)  # (B, H, N, m)
         if key_mask is not None:
-            logits_k = logits_k.masked_fill_(~key_mask[:, None, :, None], float("-inf"))
-        log_scale = logits_k.detach().amax(dim=(-2, -1))  # (B, H); -inf where every key is padded
+            logits = logits.masked_fill_(~key_mask[:, None, :, None], float("-inf"))
+        # One stabiliser per (batch, head), shared by all keys so it cancels in every ratio.
+        log_scale = logits.detach().amax(dim=(-2, -1))  # (B, H); -inf where every key is padded
         if previous_log_scale is not None:
             log_scale = torch.maximum(log_scale, previous_log_scale)
         shift = torch.where(torch.isfinite(log_scale), log_scale, torch.zeros_like(log_scale))
-        phi_k = logits_k.sub_(shift[..., None, None]).exp_()  # padded keys: exp(-inf) = 0
-        return phi_q, phi_k, log_scale
+        return logits.sub_(shift[..., None, None]).exp_(), log_scale  # padded keys: exp(-inf) = 0
 
     def cache_owner(self) -> object:
         return (self.draw_index, None if self.projection is None else tuple(self.projection.shape))
