@@ -177,12 +177,17 @@ def test_many_buckets_match_a_naive_loop_of_the_algorithm(options, causal, padde
         torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9)
 
 
-def test_one_tensor_for_queries_and_keys_shares_the_sort_order():
-    q, _, v = _inputs(n=16)
+@pytest.mark.parametrize("causal", [False, True])
+def test_one_tensor_for_queries_and_keys_shares_the_sort_order(causal):
+    q, _, v = _inputs(n=18)
+    kpm = _padding(2, 18)
     attn = attention.build("lsh", bucket_size=4, n_hashes=2, shared_qk=True)
-    got = attn(q, q, v, causal=True)
-    ref = naive_lsh(attn, q, q, v, causal=True, same_qk=True)
+    got = attn(q, q, v, causal=causal, key_padding_mask=kpm)
+    ref = naive_lsh(attn, q, q, v, causal=causal, key_padding_mask=kpm, same_qk=True)
     torch.testing.assert_close(got, ref, atol=1e-12, rtol=1e-10)
+    grad = torch.randn_like(got)
+    for a, b in zip(torch.autograd.grad(got, (q, v), grad), torch.autograd.grad(ref, (q, v), grad)):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9)
 
 
 @pytest.mark.parametrize("shared_qk", [False, True])
@@ -192,6 +197,8 @@ def test_custom_backward_passes_gradcheck(shared_qk):
     kpm[0, 2] = False
     attn = attention.build("lsh", bucket_size=3, n_hashes=2, shared_qk=shared_qk)
     assert torch.autograd.gradcheck(lambda a, b, c: attn(a, b, c, causal=True, key_padding_mask=kpm), (q, k, v))
+    # one tensor as queries and keys: the shared sort order (self on the window diagonal)
+    assert torch.autograd.gradcheck(lambda a, c: attn(a, a, c, key_padding_mask=kpm), (q, v))
 
 
 def _clustered(seed, n=256, d=16, clusters=16):

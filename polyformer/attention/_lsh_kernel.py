@@ -49,6 +49,9 @@ class WindowSpec:
     q_offset: int
     exclude_self: bool
     lookback: bool  # windows span two key chunks (the previous and the own one)
+    # Queries and keys share one sort order, so a query's own key sits on the diagonal of the
+    # window's own-chunk half: the self mask needs no position comparisons.
+    self_on_diagonal: bool = False
 
 
 class _Block:
@@ -80,18 +83,24 @@ class _Block:
         allowed = None
         if valid is not None:
             allowed = valid[k_window_rows][:, None, :]  # (blk, 1, W)
-        self.self_mask = None
-        if spec.causal or spec.exclude_self:
+        self.self_mask: Tensor | str | None = None
+        diagonal_self = spec.exclude_self and spec.self_on_diagonal
+        if spec.causal or (spec.exclude_self and not diagonal_self):
             pos_q = (self.q_index.view(blk, c) % spec.n_pos)[:, :, None]  # (blk, C, 1)
             pos_k = (k_window_rows % spec.n_pos)[:, None, :]  # (blk, 1, W)
             if spec.causal:
                 causal = pos_k <= pos_q + spec.q_offset
                 allowed = causal if allowed is None else allowed & causal
-            if spec.exclude_self:
+            if spec.exclude_self and not diagonal_self:
                 self.self_mask = pos_k == pos_q if allowed is None else (pos_k == pos_q) & allowed
+        if diagonal_self:
+            # Own key = diagonal of the own-chunk half (the last C columns); set before masking,
+            # so a padded own key still ends up masked.
+            scores.diagonal(offset=w - c, dim1=1, dim2=2).fill_(SELF_SCORE)
+            self.self_mask = "diagonal"
         if allowed is not None:
             scores.masked_fill_(~allowed, MASKED_SCORE)
-        if self.self_mask is not None:
+        if isinstance(self.self_mask, Tensor):
             scores.masked_fill_(self.self_mask, SELF_SCORE)
         self.scores = scores
 
@@ -160,8 +169,10 @@ class SortedWindowAttention(torch.autograd.Function):
             dv.index_add_(0, block.k_index, block.fold_keys(torch.bmm(probs.transpose(1, 2), d_out)))
             d_scores = torch.bmm(d_out, block.vw.transpose(1, 2))  # dP (blk, C, W)
             d_scores.sub_(delta[rows].view(-1, c, 1)).mul_(probs)
-            if block.self_mask is not None:  # the self score is a constant: no gradient
+            if isinstance(block.self_mask, Tensor):  # the self score is a constant: no gradient
                 d_scores.masked_fill_(block.self_mask, 0.0)
+            elif block.self_mask == "diagonal":
+                d_scores.diagonal(offset=block.w - block.c, dim1=1, dim2=2).zero_()
             # scores = (scale·q)·kᵀ: block.qb already carries the scale, dq gets it here.
             dq.index_add_(0, block.q_index, torch.bmm(d_scores, block.kw).view(-1, q.shape[-1]), alpha=spec.scale)
             dk.index_add_(0, block.k_index, block.fold_keys(torch.bmm(d_scores.transpose(1, 2), block.qb)))

@@ -204,7 +204,10 @@ class LSHAttention(AttentionMechanism):
             real[:, :n] = True if key_padding_mask is None else key_padding_mask
             valid = real[:, None, :].expand(b, h, n_pos).reshape(-1)  # (rows,)
         lookback = n_chunks > 1
-        spec = WindowSpec(n_pos=n_pos, scale=scale, causal=causal, q_offset=q_offset, exclude_self=self.options.shared_qk, lookback=lookback)
+        spec = WindowSpec(
+            n_pos=n_pos, scale=scale, causal=causal, q_offset=q_offset, exclude_self=self.options.shared_qk,
+            lookback=lookback, self_on_diagonal=same_qk,
+        )
         positions = torch.arange(n_pos, device=q.device)
         rotations = self.rotations(d, factors)
 
