@@ -228,3 +228,21 @@ def test_streamed_non_causal_blocks_match_naive(monkeypatch):
     grad = torch.randn_like(got)
     for a, b in zip(torch.autograd.grad(got, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_kernel_with_initial_state_equals_attending_to_the_prefix(causal):
+    from polyformer.attention._kernelized import append_ones, kernelized_attention, key_state
+
+    q, k, v = (t.detach() for t in _inputs(n_q=9, n_k=9))
+    phi_q, phi_k = elu1(q), elu1(k)
+    prefix = key_state(phi_k[:, :, :4], append_ones(v[:, :, :4]))
+    got, state = kernelized_attention(
+        phi_q[:, :, 4:], phi_k[:, :, 4:], v[:, :, 4:], causal=causal, chunk_size=2,
+        initial_state=prefix, return_state=True,
+    )
+    ref = naive_kernelized(phi_q, phi_k, v, causal=causal, key_padding_mask=None, q_offset=0)[:, :, 4:]
+    if not causal:
+        ref = naive_kernelized(phi_q[:, :, 4:], phi_k, v, causal=False, key_padding_mask=None, q_offset=0)
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(state, key_state(phi_k, append_ones(v)))
