@@ -15,6 +15,7 @@ _REGISTRY: dict[str, type[AttentionMechanism]] = {}
 # Modules whose import registers the built-in mechanisms (imported on first use, not at start-up).
 _BUILTIN_MODULES = (
     "polyformer.attention.dense",
+    "polyformer.attention.memory_efficient",
 )
 _loaded = False
 
