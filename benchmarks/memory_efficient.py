@@ -153,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from polyformer.attention.memory_efficient import DEFAULT_K_CHUNK, DEFAULT_Q_CHUNK
-
-    args.q_chunk = args.q_chunk or DEFAULT_Q_CHUNK
-    args.k_chunk = args.k_chunk or DEFAULT_K_CHUNK
     if args.worker:
+        from polyformer.attention.memory_efficient import DEFAULT_K_CHUNK, DEFAULT_Q_CHUNK
+
+        args.q_chunk = args.q_chunk or DEFAULT_Q_CHUNK
+        args.k_chunk = args.k_chunk or DEFAULT_K_CHUNK
         print(json.dumps(run_case(args.worker, args)))
         return 0
 
@@ -171,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     worker_argv = [
         "--n", str(args.n), "--batch", str(args.batch), "--heads", str(args.heads),
         "--dim", str(args.dim), "--threads", str(args.threads),
-        "--q-chunk", str(args.q_chunk), "--k-chunk", str(args.k_chunk),
     ]
+    for flag, value in (("--q-chunk", args.q_chunk), ("--k-chunk", args.k_chunk)):
+        if value is not None:
+            worker_argv += [flag, str(value)]
     records: dict[str, dict] = {}
     for case in ordered:
         record = _run_in_subprocess(case, worker_argv)

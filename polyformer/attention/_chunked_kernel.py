@@ -8,9 +8,9 @@ Backward (FlashAttention-2): recompute each tile's probabilities from ``lse``, t
 ``dV += Pᵀ dO``, ``dP = dO Vᵀ``, ``dS = P ∘ (dP − rowsum(dO ∘ O))``, ``dQ += dS K·scale``,
 ``dK += dSᵀ Q·scale``. Memory is O(N · chunk) in both passes: no (Nq, Nk) tensor is ever formed.
 
-Tiles are 3-D ``(G·H, n, m)`` tensors for a group of G batch rows so that every product is one
-batched ``bmm`` on contiguous chunks; tile buffers are allocated once and reused (fresh large
-allocations cost page faults on every tile).
+Tiles (:mod:`polyformer.attention._tiles`) are 3-D ``(G·H, n, m)`` tensors for a group of G batch
+rows so that every product is one batched ``bmm`` on contiguous chunks; tile buffers are allocated
+once and reused (fresh large allocations cost page faults on every tile).
 
 Two CPU performance traps shape the elementwise steps (both measured, each a 10-300x slowdown):
 
@@ -20,203 +20,35 @@ Two CPU performance traps shape the elementwise steps (both measured, each a 10-
   ``exp2``, which is fast for normal results and −inf. Only the internal row maximum and
   log-sum-exp are in base 2; probabilities and gradients are the same.
 * Subnormal numbers (probabilities below ~1e-38) make every later multiplication crawl, matrix
-  products included. Probabilities below 2^27 × the smallest normal number (2^-99 in float32) are set to exactly 0
-  before ``exp2`` (``threshold_``): a relative change below 1e-30 that keeps every tile normal.
+  products included. Probabilities below 2^27 × the smallest normal number (2^-99 in float32)
+  are set to exactly 0 before ``exp2`` (``threshold_``): a relative change below 1e-30 that
+  keeps every tile normal.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from polyformer.attention._tiles import (
+    NEG_INF,
+    KernelConfig,
+    TileScorer,
+    batch_groups,
+    contiguous_view,
+    tile_buffer,
+)
 from polyformer.attention.score_mods import ScoreBias, ScoreMod
-from polyformer.errors import ShapeError
-
-NEG_INF = float("-inf")
-LOG2E = math.log2(math.e)
 
 
 def _exp2_normal_(x: Tensor) -> Tensor:
     """``2 ** x`` in place, with 0 wherever the result would be tiny enough to risk subnormals."""
     floor = math.log2(torch.finfo(x.dtype).tiny) + 27  # -99 for float32, -995 for float64
     return torch.nn.functional.threshold_(x, floor, NEG_INF).exp2_()
-#: Upper bound on the elements of one score tile buffer; more batch rows are grouped into a tile
-#: only while the tile stays below it (memory stays bounded for large batch × heads).
-TILE_ELEMENTS = 1 << 22
-
-
-@dataclass(frozen=True)
-class KernelConfig:
-    """Everything about a call except the tensors that need gradients."""
-
-    scale: float
-    causal: bool
-    q_offset: int
-    q_chunk: int
-    k_chunk: int
-    key_padding_mask: Tensor | None  # (B, Nk) bool, True = real token
-    score_mod: ScoreMod | None
-    score_mod_is_additive: bool  # a parameter-free ScoreBias: added in place, no autograd needed
-
-
-class TileScorer:
-    """Builds score tiles ``(G·H, n, m)`` for batch rows ``[b0, b1)``: q·kᵀ·scale + bias, the score
-    function, then −inf at masked keys (causal, padding)."""
-
-    def __init__(
-        self, q: Tensor, k: Tensor, bias: Tensor | None, config: KernelConfig, b0: int, b1: int
-    ) -> None:
-        batch, heads, self.n_q, _ = q.shape
-        self.n_k = k.shape[2]
-        self.groups, self.heads = b1 - b0, heads
-        self.q = q[b0:b1].view(self.groups * heads, self.n_q, -1)  # (G·H, Nq, D)
-        self.k = k[b0:b1].view(self.groups * heads, self.n_k, -1)  # (G·H, Nk, D)
-        self.config = config
-        self.bias = bias[b0:b1] if bias is not None and bias.shape[0] > 1 else bias
-        device = q.device
-        self.b_idx = torch.arange(b0, b1, device=device).view(-1, 1, 1, 1)
-        self.h_idx = torch.arange(heads, device=device).view(1, -1, 1, 1)
-        self.q_pos = torch.arange(self.n_q, device=device) + config.q_offset
-        self.k_pos = torch.arange(self.n_k, device=device)
-        self.padding: Tensor | None = None  # (G, 1, 1, Nk) True = padding
-        self._chunk_padded: list[bool] = []  # per key chunk: any padding
-        self._chunk_empty: list[bool] = []  # per key chunk: nothing but padding
-        if config.key_padding_mask is not None:
-            padding = ~config.key_padding_mask[b0:b1]
-            self.padding = padding.view(self.groups, 1, 1, self.n_k)
-            for ks in range(0, self.n_k, config.k_chunk):
-                chunk = padding[:, ks : ks + config.k_chunk]
-                self._chunk_padded.append(bool(chunk.any()))
-                self._chunk_empty.append(bool(chunk.all()))
-
-    # -- which tiles exist ------------------------------------------------------------------------
-    def key_end(self, qe: int) -> int:
-        """One past the last key any query before row ``qe`` may see."""
-        if not self.config.causal:
-            return self.n_k
-        return max(0, min(self.n_k, self.config.q_offset + qe))
-
-    def first_query(self, ks: int) -> int:
-        """The first query row that may see key ``ks``."""
-        if not self.config.causal:
-            return 0
-        return max(0, min(self.n_q, ks - self.config.q_offset))
-
-    def key_chunk_is_empty(self, ks: int) -> bool:
-        """True when every key of the chunk starting at ``ks`` is padding (the tile is skipped)."""
-        return bool(self._chunk_empty) and self._chunk_empty[ks // self.config.k_chunk]
-
-    # -- building a tile --------------------------------------------------------------------------
-    def _indices(self, qs: int, qe: int, ks: int, ke: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        q_idx = self.q_pos[qs:qe].view(1, 1, -1, 1)
-        kv_idx = self.k_pos[ks:ke].view(1, 1, 1, -1)
-        return self.b_idx, self.h_idx, q_idx, kv_idx
-
-    def raw(self, qs: int, qe: int, ks: int, ke: int, out: Tensor, factor: float) -> Tensor:
-        """``factor`` × (q·kᵀ·scale + bias + an additive score function), written into ``out``.
-
-        Returns the (G·H, n, m) tile; ``factor`` is LOG2E for base-2 tiles, 1 for natural units.
-        """
-        s = _contiguous_view(out, self.groups * self.heads, qe - qs, ke - ks)
-        s.baddbmm_(
-            self.q[:, qs:qe], self.k[:, ks:ke].transpose(1, 2), beta=0.0, alpha=self.config.scale * factor
-        )
-        s4 = s.view(self.groups, self.heads, qe - qs, ke - ks)
-        if self.bias is not None:
-            rows = slice(qs, qe) if self.bias.shape[2] > 1 else slice(None)
-            cols = slice(ks, ke) if self.bias.shape[3] > 1 else slice(None)
-            s4.add_(self.bias[:, :, rows, cols], alpha=factor)
-        if self.config.score_mod_is_additive:
-            self.config.score_mod.add_to_(s4, *self._indices(qs, qe, ks, ke), alpha=factor)  # type: ignore[union-attr]
-        return s
-
-    def mask_(self, s: Tensor, qs: int, qe: int, ks: int, ke: int) -> Tensor:
-        """Set masked scores of tile ``s`` (G·H, n, m) to −inf in place."""
-        if self.config.causal and ke - 1 > self.config.q_offset + qs:  # the tile crosses the diagonal
-            s.masked_fill_(self.k_pos[ks:ke][None, :] > self.q_pos[qs:qe][:, None], NEG_INF)
-        if self.padding is not None and self._chunk_padded[ks // self.config.k_chunk]:
-            n, m = qe - qs, ke - ks
-            s.view(self.groups, self.heads, n, m).masked_fill_(self.padding[..., ks:ke], NEG_INF)
-        return s
-
-    def apply_score_mod(self, s: Tensor, qs: int, qe: int, ks: int, ke: int) -> Tensor:
-        """``score_mod`` on tile ``s`` (G·H, n, m), returned as a (G, H, n, m) tensor (autograd-aware)."""
-        shape = (self.groups, self.heads, qe - qs, ke - ks)
-        modified = self.config.score_mod(s.view(shape), *self._indices(qs, qe, ks, ke))  # type: ignore[misc]
-        if not isinstance(modified, Tensor):
-            raise ShapeError(f"score_mod must return a Tensor, got {type(modified).__name__}")
-        if modified.shape != shape:
-            try:
-                modified = modified.expand(shape)
-            except RuntimeError:
-                raise ShapeError(
-                    f"score_mod returned shape {tuple(modified.shape)} for a score tile of shape "
-                    f"{shape}; it must return a tensor broadcastable to the tile"
-                ) from None
-        return modified
-
-    def _general_score_mod(self) -> bool:
-        return self.config.score_mod is not None and not self.config.score_mod_is_additive
-
-    def scores(self, qs: int, qe: int, ks: int, ke: int, out: Tensor) -> Tensor:
-        """The finished base-2 tile (G·H, n, m) without autograd: every step, masks included."""
-        if not self._general_score_mod():
-            return self.mask_(self.raw(qs, qe, ks, ke, out, LOG2E), qs, qe, ks, ke)
-        s = self.raw(qs, qe, ks, ke, out, 1.0)
-        modified = self.apply_score_mod(s, qs, qe, ks, ke).reshape(s.shape)
-        return self.mask_(torch.mul(modified, LOG2E, out=s), qs, qe, ks, ke)
-
-    def scores_for_backward(
-        self, qs: int, qe: int, ks: int, ke: int, out: Tensor, leaves: list[Tensor], leaf_grads: list[Tensor]
-    ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-        """The finished base-2 tile, and a function taking dL/d(score) to dL/d(q·kᵀ·scale + bias)
-        (scores in natural units, i.e. after / before the score function).
-
-        With a general score function the tile is recomputed under autograd; pulling a gradient
-        back through it also accumulates the gradients of the tensors it captured (``leaves``).
-        """
-        if not self._general_score_mod():
-            return self.mask_(self.raw(qs, qe, ks, ke, out, LOG2E), qs, qe, ks, ke), lambda ds: ds
-        s = self.raw(qs, qe, ks, ke, out, 1.0)
-        raw = s.detach().requires_grad_(True)
-        with torch.enable_grad():
-            modified = self.apply_score_mod(raw, qs, qe, ks, ke)
-        # A new tensor: the score function's graph may have saved `raw` (the buffer) or its output.
-        finished = self.mask_(modified.detach().reshape(s.shape) * LOG2E, qs, qe, ks, ke)
-
-        def pull(ds: Tensor) -> Tensor:
-            # retain_graph: the score function may use tensors computed outside (slopes =
-            # softplus(raw)) whose graph every tile goes back through.
-            grads = torch.autograd.grad(
-                modified, [raw, *leaves], ds.view(modified.shape), retain_graph=True, allow_unused=True
-            )
-            for acc, grad in zip(leaf_grads, grads[1:]):
-                if grad is not None:
-                    acc.add_(grad)
-            return grads[0] if grads[0] is not None else torch.zeros_like(ds)
-
-        return finished, pull
-
-
-def _batch_groups(batch: int, heads: int, config: KernelConfig) -> list[tuple[int, int]]:
-    """Split the batch so that one tile (G·H, q_chunk, k_chunk) stays under TILE_ELEMENTS."""
-    per_row = heads * config.q_chunk * config.k_chunk
-    size = max(1, min(batch, TILE_ELEMENTS // max(per_row, 1)))
-    return [(b0, min(batch, b0 + size)) for b0 in range(0, batch, size)]
-
-
-def _contiguous_view(buffer: Tensor, *shape: int) -> Tensor:
-    """The first elements of a flat ``buffer`` viewed as a contiguous tensor of ``shape``."""
-    return buffer[: math.prod(shape)].view(shape)
-
-
-def _tile_buffer(like: Tensor, groups: int, heads: int, config: KernelConfig) -> Tensor:
-    return like.new_empty(groups * heads * config.q_chunk * config.k_chunk)
 
 
 def chunked_forward(
@@ -228,13 +60,13 @@ def chunked_forward(
     d_v = v.shape[-1]
     out = q.new_empty(batch, heads, n_q, d_v)
     lse = q.new_empty(batch, heads, n_q, 1)
-    for b0, b1 in _batch_groups(batch, heads, config):
+    for b0, b1 in batch_groups(batch, heads, config):
         scorer = TileScorer(q, k, bias, config, b0, b1)
         rows = (b1 - b0) * heads
         v3 = v[b0:b1].view(rows, -1, d_v)  # (G·H, Nk, Dv)
         out3 = out[b0:b1].view(rows, n_q, d_v)
         lse3 = lse[b0:b1].view(rows, n_q, 1)
-        buffer = _tile_buffer(q, b1 - b0, heads, config)
+        buffer = tile_buffer(q, b1 - b0, heads, config)
         for qs in range(0, n_q, config.q_chunk):
             qe = min(qs + config.q_chunk, n_q)
             row_max = q.new_full((rows, qe - qs, 1), NEG_INF)
@@ -247,7 +79,7 @@ def chunked_forward(
                     continue
                 s = scorer.scores(qs, qe, ks, ke, buffer)  # (G·H, n, m)
                 new_max = torch.maximum(row_max, s.amax(dim=-1, keepdim=True))
-                # A row with no allowed key so far keeps max −inf; subtract 0 there to avoid −inf − −inf.
+                # A row with no allowed key so far keeps max −inf: subtract 0 there, not −inf.
                 safe_max = new_max.masked_fill(new_max == NEG_INF, 0.0)
                 p = _exp2_normal_(s.sub_(safe_max))
                 correction = _exp2_normal_(row_max - safe_max)  # rescales what was accumulated so far
@@ -263,8 +95,9 @@ def chunked_forward(
 def _row_dot(d_out: Tensor, out: Tensor, chunk: int) -> Tensor:
     """rowsum(dO ∘ O) as (B, H, Nq, 1), a chunk of rows at a time (no full-size product)."""
     delta = out.new_empty(*out.shape[:-1], 1)
-    for s in range(0, out.shape[2], chunk):
-        delta[:, :, s : s + chunk] = (d_out[:, :, s : s + chunk] * out[:, :, s : s + chunk]).sum(-1, keepdim=True)
+    for start in range(0, out.shape[2], chunk):
+        rows = slice(start, start + chunk)
+        delta[:, :, rows] = (d_out[:, :, rows] * out[:, :, rows]).sum(-1, keepdim=True)
     return delta
 
 
@@ -292,7 +125,7 @@ def chunked_backward(
         leaves=leaves,
         leaf_grads=[torch.zeros_like(leaf) for leaf in leaves],
     )
-    for b0, b1 in _batch_groups(q.shape[0], q.shape[1], config):
+    for b0, b1 in batch_groups(q.shape[0], q.shape[1], config):
         _backward_group(TileScorer(q, k, bias, config, b0, b1), v, d_out, lse, grads, b0, b1)
     return grads.dq, grads.dk, grads.dv, grads.dbias, grads.leaf_grads
 
@@ -328,14 +161,15 @@ def _backward_group(
 
     v3, do3 = group_view(v, n_k, d_v), group_view(d_out, n_q, d_v)
     lse3, delta3 = group_view(lse, n_q, 1), group_view(grads.delta, n_q, 1)
-    dq3, dk3, dv3 = group_view(grads.dq, n_q, d), group_view(grads.dk, n_k, d), group_view(grads.dv, n_k, d_v)
+    dq3, dk3 = group_view(grads.dq, n_q, d), group_view(grads.dk, n_k, d)
+    dv3 = group_view(grads.dv, n_k, d_v)
     dbias = grads.dbias
     if dbias is not None and dbias.shape[0] > 1:
         dbias = dbias[b0:b1]
     # Products go into contiguous buffers: in-place bmm into a slice of a larger tensor falls back
     # to one matrix product per batch row, which is markedly slower.
-    s_buffer = _tile_buffer(v, groups, heads, config)
-    dp_buffer = _tile_buffer(v, groups, heads, config)
+    s_buffer = tile_buffer(v, groups, heads, config)
+    dp_buffer = tile_buffer(v, groups, heads, config)
     dq_buffer = v.new_empty(rows * config.q_chunk * d)
     dk_buffer = v.new_empty(rows * config.k_chunk * d)
     dv_buffer = v.new_empty(rows * config.k_chunk * d_v)
@@ -344,8 +178,8 @@ def _backward_group(
         m = ke - ks
         if scorer.key_chunk_is_empty(ks):
             continue
-        dk_c = _contiguous_view(dk_buffer, rows, m, d).zero_()
-        dv_c = _contiguous_view(dv_buffer, rows, m, d_v).zero_()
+        dk_c = contiguous_view(dk_buffer, rows, m, d).zero_()
+        dv_c = contiguous_view(dv_buffer, rows, m, d_v).zero_()
         first = scorer.first_query(ks) // config.q_chunk * config.q_chunk
         for qs in range(first, n_q, config.q_chunk):
             qe = min(qs + config.q_chunk, n_q)
@@ -356,12 +190,13 @@ def _backward_group(
                 dv_c.baddbmm_(p.transpose(1, 2), do3[:, qs:qe])
             if not grads.need_ds:
                 continue
-            dp = torch.bmm(do3[:, qs:qe], v3[:, ks:ke].transpose(1, 2), out=_contiguous_view(dp_buffer, rows, n, m))
+            dp = contiguous_view(dp_buffer, rows, n, m)
+            torch.bmm(do3[:, qs:qe], v3[:, ks:ke].transpose(1, 2), out=dp)
             ds = pull(dp.sub_(delta3[:, qs:qe]).mul_(p))  # dL/d(q·kᵀ·scale + bias)
             if dbias is not None:
                 _accumulate_bias_grad(dbias, ds.view(groups, heads, n, m), qs, qe, ks, ke)
             if dq3 is not None:
-                tile = torch.bmm(ds, scorer.k[:, ks:ke], out=_contiguous_view(dq_buffer, rows, n, d))
+                tile = torch.bmm(ds, scorer.k[:, ks:ke], out=contiguous_view(dq_buffer, rows, n, d))
                 dq3[:, qs:qe].add_(tile, alpha=config.scale)
             if dk3 is not None:
                 dk_c.baddbmm_(ds.transpose(1, 2), scorer.q[:, qs:qe], alpha=config.scale)
