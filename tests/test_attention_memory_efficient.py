@@ -389,3 +389,14 @@ def test_benchmark_script_runs_and_prints_one_json_record_per_case():
     assert [r["case"] for r in records] == ["dense", "alibi"]
     assert records[1]["ratio_to_dense"] == pytest.approx(records[1]["ms"] / records[0]["ms"], rel=1e-2)
     assert all(r["peak_mb"] >= 0 for r in records)
+
+
+def test_zero_length_queries_or_keys():
+    q = torch.randn(1, 2, 3, 4, requires_grad=True)
+    no_keys = torch.randn(1, 2, 0, 4, requires_grad=True)
+    out = memory_efficient_attention(q, no_keys, no_keys, causal=True, score_mod="alibi")
+    assert out.shape == (1, 2, 3, 4) and torch.all(out == 0)
+    out.sum().backward()
+    assert torch.all(q.grad == 0)
+    no_queries = torch.randn(1, 2, 0, 4)
+    assert memory_efficient_attention(no_queries, q, q).shape == (1, 2, 0, 4)

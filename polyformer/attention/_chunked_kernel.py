@@ -63,7 +63,7 @@ def chunked_forward(
     for b0, b1 in batch_groups(batch, heads, config):
         scorer = TileScorer(q, k, bias, config, b0, b1)
         rows = (b1 - b0) * heads
-        v3 = v[b0:b1].view(rows, -1, d_v)  # (G·H, Nk, Dv)
+        v3 = v[b0:b1].view(rows, scorer.n_k, d_v)  # (G·H, Nk, Dv)
         out3 = out[b0:b1].view(rows, n_q, d_v)
         lse3 = lse[b0:b1].view(rows, n_q, 1)
         buffer = tile_buffer(q, b1 - b0, heads, config)

@@ -46,11 +46,11 @@ class TileScorer:
     def __init__(
         self, q: Tensor, k: Tensor, bias: Tensor | None, config: KernelConfig, b0: int, b1: int
     ) -> None:
-        batch, heads, self.n_q, _ = q.shape
+        _, heads, self.n_q, head_dim = q.shape
         self.n_k = k.shape[2]
         self.groups, self.heads = b1 - b0, heads
-        self.q = q[b0:b1].view(self.groups * heads, self.n_q, -1)  # (G·H, Nq, D)
-        self.k = k[b0:b1].view(self.groups * heads, self.n_k, -1)  # (G·H, Nk, D)
+        self.q = q[b0:b1].view(self.groups * heads, self.n_q, head_dim)  # (G·H, Nq, D)
+        self.k = k[b0:b1].view(self.groups * heads, self.n_k, head_dim)  # (G·H, Nk, D)
         self.config = config
         self.bias = bias[b0:b1] if bias is not None and bias.shape[0] > 1 else bias
         device = q.device
