@@ -15,7 +15,7 @@ every temporary buffer. The dense baseline is ``torch.nn.functional.scaled_dot_p
 Usage::
 
     python benchmarks/memory_efficient.py                  # the 16K target cases, JSON on stdout
-    python benchmarks/memory_efficient.py --n 4096 --cases dense,alibi
+    python benchmarks/memory_efficient.py --n 4096 --cases dense,alibi --plot bench.png
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 # Cases: (attention, causal, bias kind). Each memory-efficient case is compared with dense SDPA
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k-chunk", type=int, default=None, help="default: the library default")
     parser.add_argument("--repeats", type=int, default=1, help="report the fastest of this many runs")
     parser.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated from {', '.join(CASES)}")
+    parser.add_argument("--plot", default=None, help="also draw time and peak memory to this PNG")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -183,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             worker_argv += [flag, str(value)]
     records: dict[str, dict] = {}
-    for case in ordered:
+    from tqdm import tqdm
+
+    for case in tqdm(ordered, desc="cases", unit="case", file=sys.stderr):
         record = _run_in_subprocess(case, worker_argv)
         kind, causal, _ = CASES[case]
         if kind != "dense":
@@ -193,7 +197,49 @@ def main(argv: list[str] | None = None) -> int:
             record["meets_target"] = record["ratio_to_dense"] <= 2.0 and record["peak_mb"] <= 300
         records[case] = record
         print(json.dumps(record), flush=True)
+    if args.plot:
+        plot(list(records.values()), args.plot)
     return 0
+
+
+def plot(records: list[dict], path: str) -> None:
+    """Two bar charts: forward+backward time and peak memory per case (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["case"] for r in records]
+    colors = ["tab:gray" if r["attention"] == "dense" else "tab:blue" for r in records]
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_time.barh(names, [r["ms"] / 1e3 for r in records], color=colors)
+    ax_time.set_xlabel("forward + backward (s)")
+    ax_time.set_xlim(0, 1.4 * max(r["ms"] for r in records) / 1e3)  # room for the ratio labels
+    for i, r in enumerate(records):
+        if "ratio_to_dense" in r:
+            ax_time.annotate(f" {r['ratio_to_dense']:.2f}x dense", (r["ms"] / 1e3, i), va="center")
+    ax_mem.barh(names, [r["peak_mb"] for r in records], color=colors)
+    ax_mem.axvline(300, color="tab:red", linestyle="--", label="300 MB target")
+    ax_mem.set_xlabel("peak memory growth (MB)")
+    ax_mem.legend(loc="lower right")
+    first = records[0]
+    fig.suptitle(
+        f"memory-efficient vs dense SDPA: N={first['n']}, B={first['batch']}, H={first['heads']}, "
+        f"D={first['dim']}, {first['threads']} threads"
+    )
+    fig.tight_layout()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 if __name__ == "__main__":
