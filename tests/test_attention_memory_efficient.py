@@ -373,7 +373,7 @@ def test_non_contiguous_inputs_from_a_batch_first_layout():
     _compare(got, expected, [x], atol=1e-10, rtol=1e-9)
 
 
-def test_benchmark_script_runs_and_prints_one_json_record_per_case():
+def test_benchmark_script_runs_and_prints_one_json_record_per_case(tmp_path):
     # The timings themselves are never asserted; this keeps the script working.
     import os
     import subprocess
@@ -382,13 +382,15 @@ def test_benchmark_script_runs_and_prints_one_json_record_per_case():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
         [sys.executable, os.path.join(root, "benchmarks", "memory_efficient.py"), "--n", "64",
-         "--heads", "2", "--dim", "8", "--threads", "1", "--cases", "alibi"],
+         "--heads", "2", "--dim", "8", "--threads", "1", "--cases", "alibi",
+         "--plot", str(tmp_path / "bench.png")],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": root},
     )
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["case"] for r in records] == ["dense", "alibi"]
     assert records[1]["ratio_to_dense"] == pytest.approx(records[1]["ms"] / records[0]["ms"], rel=1e-2)
     assert all(r["peak_mb"] >= 0 for r in records)
+    assert (tmp_path / "bench.png").stat().st_size > 0
 
 
 def test_zero_length_queries_or_keys():
