@@ -402,3 +402,23 @@ def test_zero_length_queries_or_keys():
     assert torch.all(q.grad == 0)
     no_queries = torch.randn(1, 2, 0, 4)
     assert memory_efficient_attention(no_queries, q, q).shape == (1, 2, 0, 4)
+
+
+def test_captured_non_leaf_used_elsewhere_in_the_graph_gets_both_gradients():
+    raw = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    q, k, v = (torch.randn(1, 2, 8, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+
+    def loss_of(attend):
+        cap = 1 + F.softplus(raw)  # captured by the score function and used directly as well
+        side = (2 * cap) ** 2
+        deep = attend(q, k, v, score_mod=lambda s, b, h, qi, ki: cap * torch.tanh(s / cap))
+        for _ in range(3):
+            deep = torch.tanh(1.1 * deep)
+        return deep.sum() + side
+
+    def chunked(*args, **kwargs):
+        return memory_efficient_attention(*args, **kwargs, q_chunk=3, k_chunk=5)
+
+    got = torch.autograd.grad(loss_of(chunked), raw)
+    expected = torch.autograd.grad(loss_of(reference), raw)
+    torch.testing.assert_close(got, expected)
