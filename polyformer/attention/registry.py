@@ -19,6 +19,7 @@ _BUILTIN_MODULES = (
     "polyformer.attention.linear",
     "polyformer.attention.lsh",
     "polyformer.attention.performer",
+    "polyformer.attention.memory_efficient",
 )
 _loaded = False
 

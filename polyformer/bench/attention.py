@@ -58,6 +58,7 @@ def default_cases(max_dense_n: int = 16384, hf: bool = True) -> list[Case]:
         Case("random 32", "random", {"count": 32}, baseline="dense"),
         Case("block_local 512", "block_local", {"size": 512}, baseline="dense"),
         Case("global 8", "global", {"tokens": LONGFORMER_GLOBAL}, baseline="dense"),
+        Case("memory_efficient alibi", "memory_efficient", {"score_mod": "alibi"}, baseline="dense"),
         # approximate mechanisms (issue 3); lsh with reformer-pytorch's benchmark settings
         Case("lsh bucket 64 x8 shared-qk", "lsh", {"bucket_size": 64, "n_hashes": 8, "shared_qk": True},
              baseline="dense"),
