@@ -1,0 +1,231 @@
+"""The generate loop shared by every decoder-only model (GPT-2/Neo/J, image GPT, ...).
+
+A model takes part through a small protocol (:class:`CausalLM`): ``new_caches()`` gives its
+decoding state (whatever each attention mechanism keeps: a key/value buffer, a recurrent state),
+and a call ``model(input_ids, attention_mask=, position_ids=, caches=, logits_to_keep=)`` returns an
+object with ``.logits`` (B, T, V). The prompt goes through in one call, then one token per step.
+
+Batches are left-padded: ``attention_mask`` (B, T) has its zeros on the left. Each row's positions
+then start at its first real token, so a padded row generates exactly what it generates alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from polyformer.errors import ConfigError, ShapeError
+from polyformer.generation.sampling import SamplingOptions, choose_next
+from polyformer.generation.stopping import StopStrings
+from polyformer.options import require
+
+
+class CausalLM(Protocol):
+    """What :func:`generate` needs from a model."""
+
+    def new_caches(self) -> Any: ...
+
+    def __call__(self, input_ids: Tensor, *, attention_mask: Tensor | None, position_ids: Tensor | None,
+                 caches: Any, logits_to_keep: int) -> Any: ...
+
+
+class Streamer(Protocol):
+    """Receives each step's tokens as they are chosen (``None`` for rows already finished)."""
+
+    def put(self, tokens: list[int | None]) -> None: ...
+
+    def end(self) -> None: ...
+
+
+@dataclass
+class GenerationConfig:
+    """How many tokens, how to choose them, and when to stop.
+
+    ``max_new_tokens``; sampling (``do_sample``, ``temperature``, ``top_k``, ``top_p``; see
+    :class:`~polyformer.generation.sampling.SamplingOptions`); ``seed`` makes sampling reproducible
+    (or pass a ``torch.Generator``); ``eos_token_id`` (one id or several) ends a row;
+    ``stop_strings`` end a row when its decoded text contains one (needs ``decode``);
+    ``pad_token_id`` fills finished rows (None = the first eos id, else 0); ``truncate``: when the
+    prompt plus ``max_new_tokens`` exceed the model's context, keep only the prompt's last tokens
+    instead of raising.
+    """
+
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    eos_token_id: int | Sequence[int] | None = None
+    pad_token_id: int | None = None
+    stop_strings: Sequence[str] = field(default_factory=tuple)
+    truncate: bool = False
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+                f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        require(self.seed is None or isinstance(self.seed, int), f"seed must be an integer or None, got {self.seed!r}")
+        if isinstance(self.stop_strings, str):
+            self.stop_strings = (self.stop_strings,)
+        self.stop_strings = tuple(self.stop_strings)
+        self.sampling  # validates the sampling fields
+
+    @property
+    def sampling(self) -> SamplingOptions:
+        return SamplingOptions(self.do_sample, self.temperature, self.top_k, self.top_p)
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        if self.eos_token_id is None:
+            return frozenset()
+        if isinstance(self.eos_token_id, int):
+            return frozenset([self.eos_token_id])
+        return frozenset(int(i) for i in self.eos_token_id)
+
+
+@dataclass
+class GenerationOutput:
+    """``sequences`` (B, T + steps): the prompt as given (padding included) then the new tokens
+    (``pad_token_id`` after a row finished). ``new_tokens``: each row's generated ids, up to and
+    including its eos. ``stopped_by``: "eos", "stop_string" or "length" per row. ``prompt_length``:
+    columns of ``sequences`` that hold the (possibly truncated) prompt."""
+
+    sequences: Tensor
+    new_tokens: list[list[int]]
+    stopped_by: list[str]
+    prompt_length: int
+
+
+def left_padding_positions(attention_mask: Tensor) -> Tensor:
+    """(B, T) positions counting from each row's first real token (0 on padding)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def check_left_padded(attention_mask: Tensor) -> None:
+    """Raise a ShapeError unless every row is ``0 ... 0 1 ... 1``."""
+    mask = attention_mask.bool()
+    if mask.shape[-1] > 1 and (mask[:, :-1] & ~mask[:, 1:]).any():
+        raise ShapeError(
+            "generation needs left padding (padding before the prompt, attention_mask 0…0 1…1), but a "
+            "row has padding after a real token; pad on the left (tokenizer padding_side='left')"
+        )
+    if not mask.any(dim=-1).all():
+        raise ShapeError("attention_mask has a row without any real token; every prompt needs at least one")
+
+
+def _fit_context(input_ids: Tensor, mask: Tensor | None, config: GenerationConfig, limit: int | None):
+    """The prompt, cut to its last tokens if it and the new tokens exceed the context and truncation is on."""
+    if limit is None or input_ids.shape[1] + config.max_new_tokens <= limit:
+        return input_ids, mask
+    room = limit - config.max_new_tokens
+    if not config.truncate or room < 1:
+        hint = (f"lower max_new_tokens below {limit}" if room < 1 else
+                f"pass truncate=True to keep the prompt's last {room} tokens, or lower max_new_tokens")
+        raise ShapeError(
+            f"the prompt has {input_ids.shape[1]} tokens and max_new_tokens={config.max_new_tokens}: "
+            f"{input_ids.shape[1] + config.max_new_tokens} positions exceed the model's context of {limit}; {hint}"
+        )
+    input_ids = input_ids[:, -room:]
+    mask = None if mask is None else mask[:, -room:]
+    if mask is not None and not mask.bool().any(dim=-1).all():
+        raise ShapeError(f"after truncation to {room} tokens a prompt row is only padding; lower max_new_tokens")
+    return input_ids, mask
+
+
+@torch.inference_mode()
+def generate(
+    model: CausalLM,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    config: GenerationConfig | None = None,
+    *,
+    decode: Callable[[list[int]], str] | None = None,
+    streamer: Streamer | None = None,
+    generator: torch.Generator | None = None,
+    **options: Any,
+) -> GenerationOutput:
+    """Continue each prompt row of ``input_ids`` (B, T) with up to ``max_new_tokens`` tokens.
+
+    ``config`` and/or keyword ``options`` (fields of :class:`GenerationConfig`) say how.
+    ``decode`` (token ids -> text) is needed for ``stop_strings``; ``streamer`` receives tokens as
+    they come; ``generator`` (or ``seed``) drives sampling.
+    """
+    try:
+        config = dataclasses.replace(config or GenerationConfig(), **options)
+    except TypeError as error:
+        known = ", ".join(f.name for f in dataclasses.fields(GenerationConfig))
+        raise ConfigError(f"generate: {error}; valid options: {known}") from None
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        raise ShapeError(f"input_ids must be an integer tensor (batch, length), got "
+                         f"{getattr(input_ids, 'shape', type(input_ids).__name__)}")
+    if input_ids.shape[1] == 0:
+        raise ShapeError("input_ids is empty: generation needs at least one prompt token (e.g. the bos token)")
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ShapeError(f"attention_mask must match input_ids {tuple(input_ids.shape)}, got "
+                             f"{tuple(attention_mask.shape)}")
+        check_left_padded(attention_mask)
+    input_ids, attention_mask = _fit_context(input_ids, attention_mask, config, getattr(model, "max_positions", None))
+    stops = StopStrings(config.stop_strings, decode)
+    if generator is None and config.seed is not None:
+        generator = torch.Generator(input_ids.device).manual_seed(config.seed)
+    eos = config.eos_ids
+    pad = config.pad_token_id if config.pad_token_id is not None else min(eos, default=0)
+
+    b, t = input_ids.shape
+    device = input_ids.device
+    padded = attention_mask is not None and not bool(attention_mask.bool().all())
+    full_mask = position_ids = next_position = None
+    if padded:
+        # One mask for every step; each step passes a view of its first columns.
+        full_mask = torch.ones(b, t + config.max_new_tokens, dtype=torch.bool, device=device)
+        full_mask[:, :t] = attention_mask.bool()  # type: ignore[union-attr]
+        position_ids = left_padding_positions(attention_mask)  # type: ignore[arg-type]
+        next_position = attention_mask.long().sum(-1, keepdim=True)  # type: ignore[union-attr]  # (B, 1)
+
+    caches = model.new_caches()
+    logits = model(input_ids, attention_mask=None if full_mask is None else full_mask[:, :t],
+                   position_ids=position_ids, caches=caches, logits_to_keep=1).logits[:, -1]  # (B, V)
+    sampling = config.sampling
+    generated = input_ids.new_full((b, config.max_new_tokens), pad)
+    new_tokens: list[list[int]] = [[] for _ in range(b)]
+    stopped_by = ["length"] * b
+    finished = [False] * b
+    steps = 0
+    for step in range(config.max_new_tokens):
+        tokens = choose_next(logits, sampling, generator)  # (B,)
+        chosen = tokens.tolist()
+        streamed: list[int | None] = []
+        for row, token in enumerate(chosen):
+            if finished[row]:
+                chosen[row] = pad
+                streamed.append(None)
+                continue
+            new_tokens[row].append(token)
+            streamed.append(token)
+            if token in eos:
+                finished[row], stopped_by[row] = True, "eos"
+            elif stops and stops.hit(row, new_tokens[row]):
+                finished[row], stopped_by[row] = True, "stop_string"
+        if any(finished):
+            tokens = torch.tensor(chosen, dtype=input_ids.dtype, device=device)
+        generated[:, step] = tokens
+        steps = step + 1
+        if streamer is not None:
+            streamer.put(streamed)
+        if all(finished) or steps == config.max_new_tokens:
+            break
+        step_ids = tokens[:, None]  # (B, 1)
+        if padded:
+            logits = model(step_ids, attention_mask=full_mask[:, : t + steps],  # type: ignore[index]
+                           position_ids=next_position + step, caches=caches, logits_to_keep=1).logits[:, -1]
+        else:
+            logits = model(step_ids, attention_mask=None, position_ids=None, caches=caches, logits_to_keep=1).logits[:, -1]
+    if streamer is not None:
+        streamer.end()
+    sequences = torch.cat([input_ids, generated[:, :steps]], dim=1)
+    return GenerationOutput(sequences=sequences, new_tokens=new_tokens, stopped_by=stopped_by, prompt_length=t)
