@@ -26,6 +26,7 @@ from polyformer.generation.sampling import (
     top_p_filter,
 )
 from polyformer.generation.stopping import StopStrings, trim_at_stop
+from polyformer.generation.streaming import TextStreamer
 
 __all__ = [
     "CausalLM",
@@ -34,6 +35,7 @@ __all__ = [
     "SamplingOptions",
     "StopStrings",
     "Streamer",
+    "TextStreamer",
     "apply_temperature",
     "check_left_padded",
     "choose_next",

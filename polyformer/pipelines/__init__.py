@@ -9,7 +9,9 @@ from typing import Any, Callable
 from polyformer.errors import ConfigError
 
 # task name -> module that registers it (imported on first use)
-TASK_MODULES: dict[str, str] = {}
+TASK_MODULES: dict[str, str] = {
+    "text-generation": "polyformer.pipelines.text_generation",
+}
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}
 
