@@ -155,3 +155,16 @@ def test_bad_configs_name_the_field():
         _config(attention="nope")
     with pytest.raises(CheckpointError, match="missing 'n_embd'"):
         GPTConfig.from_hf({"model_type": "gpt2", "vocab_size": 5, "n_positions": 4, "n_layer": 1, "n_head": 1})
+
+
+def test_logits_are_formed_on_request_when_the_loss_is_fused(tmp_path):
+    hf = _hf_gpt2_folder(tmp_path)
+    ours = polyformer.from_pretrained(tmp_path)
+    ids = torch.randint(0, VOCAB, (2, 9))
+    out = ours(ids, labels=ids)
+    with torch.no_grad():
+        torch.testing.assert_close(out.logits, ours(ids).logits)
+        # under bf16 autocast the loss stays close to Hugging Face's (bf16 matmuls, float32 loss)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, expected = ours(ids, labels=ids).loss, hf(ids, labels=ids).loss
+    assert abs(got.item() - expected.item()) < 1e-2

@@ -40,6 +40,7 @@ from polyformer.convert.checkpoint import read_config
 from polyformer.convert.keymap import KeyMap
 from polyformer.errors import CheckpointError, ConfigError, ShapeError
 from polyformer.layers import LearnedPositions, TokenEmbedding
+from polyformer.layers.linear_cross_entropy import linear_cross_entropy
 from polyformer.models import register_model
 from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
 from polyformer.models.gpt_convert import gpt_key_map
@@ -311,13 +312,36 @@ def _expand_attention_types(types: Any) -> list[str] | None:
 # ------------------------------------------------------------------------------------------------
 # Model
 # ------------------------------------------------------------------------------------------------
-@dataclass
 class CausalLMOutput:
-    """``logits`` (B, T, V); ``loss`` (mean next-token cross-entropy) when labels were given."""
+    """``logits`` (B, T, V); ``loss`` (mean next-token cross-entropy) when labels were given.
 
-    logits: Tensor
-    loss: Tensor | None = None
-    caches: list[LayerCache] | None = None
+    When the loss was computed by the chunked head+loss kernel, the logits were never formed; they
+    are computed from the final hidden states on first access (with gradients if autograd is on
+    at that moment).
+    """
+
+    def __init__(
+        self,
+        logits: Tensor | None = None,
+        loss: Tensor | None = None,
+        caches: list[LayerCache] | None = None,
+        *,
+        hidden_states: Tensor | None = None,
+        head: nn.Module | None = None,
+    ) -> None:
+        self._logits, self.loss, self.caches = logits, loss, caches
+        self._hidden_states, self._head = hidden_states, head
+
+    @property
+    def logits(self) -> Tensor:
+        if self._logits is None:
+            self._logits = self._head(self._hidden_states)  # type: ignore[misc]
+            self._hidden_states = self._head = None
+        return self._logits
+
+    def __repr__(self) -> str:
+        logits = "not formed yet" if self._logits is None else tuple(self._logits.shape)
+        return f"CausalLMOutput(logits={logits}, loss={self.loss})"
 
 
 class GPTLMHeadModel(PretrainedModel):
@@ -403,6 +427,10 @@ class GPTLMHeadModel(PretrainedModel):
         h = self.decoder(h, key_padding_mask=attention_mask, position_ids=position_ids, caches=caches)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
+        if labels is not None and not logits_to_keep:
+            # head + loss in chunks: the (B, T, V) logits are formed only if someone asks for them
+            loss = fused_next_token_loss(h, self.lm_head, labels)
+            return CausalLMOutput(loss=loss, caches=caches, hidden_states=h, head=self.lm_head)
         logits = self.lm_head(h)  # (B, T, V)
         loss = None if labels is None else next_token_loss(logits, labels)
         return CausalLMOutput(logits=logits, loss=loss, caches=caches)
@@ -457,15 +485,30 @@ class GPTLMHeadModel(PretrainedModel):
         return state
 
 
+def _shifted_labels(labels: Tensor, shape: torch.Size, ignore_index: int) -> Tensor:
+    """(B, T) targets: token t+1 for position t, ``ignore_index`` for the last position."""
+    if labels.shape != shape:
+        raise ShapeError(f"labels must be (batch, length) = {tuple(shape)}, got {tuple(labels.shape)}")
+    return F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+
+
+def fused_next_token_loss(hidden: Tensor, head: nn.Linear, labels: Tensor, ignore_index: int = -100) -> Tensor:
+    """:func:`next_token_loss` of ``head(hidden)`` without forming the logits (see
+    :mod:`polyformer.layers.linear_cross_entropy`)."""
+    targets = _shifted_labels(labels, hidden.shape[:-1], ignore_index)  # (B, T)
+    device = hidden.device.type
+    compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
+                                targets.reshape(-1), ignore_index, compute_dtype=compute_dtype)
+
+
 def next_token_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
     """Mean cross-entropy of position t's logits against token t+1 (Hugging Face's shift).
 
     The labels are shifted (and padded with ``ignore_index``) instead of slicing the logits, which
     would copy the largest tensor of the step.
     """
-    if labels.shape != logits.shape[:-1]:
-        raise ShapeError(f"labels must be (batch, length) = {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}")
-    shifted = F.pad(labels[:, 1:], (0, 1), value=ignore_index)  # (B, T)
+    shifted = _shifted_labels(labels, logits.shape[:-1], ignore_index)  # (B, T)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1), ignore_index=ignore_index)
 
 
