@@ -249,3 +249,23 @@ def test_right_padding_and_bad_options_are_refused():
         GenerationConfig(top_p=1.5)
     with pytest.raises(ConfigError, match="valid options: max_new_tokens"):
         generate(model, ids, max_tokens=3)
+
+
+def test_a_minimal_decoder_can_use_the_loop():
+    """Another family (e.g. image GPT) needs only new_caches() and forward(input_ids, caches=)."""
+
+    class Minimal(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def new_caches(self):
+            return self.inner.new_caches()
+
+        def forward(self, input_ids, caches=None):
+            return self.inner(input_ids, caches=caches)
+
+    model = _model()
+    ids = torch.randint(1, VOCAB, (2, 4))
+    got = generate(Minimal(model), ids, max_new_tokens=6, do_sample=True, seed=1)
+    assert torch.equal(got.sequences, generate(model, ids, max_new_tokens=6, do_sample=True, seed=1).sequences)

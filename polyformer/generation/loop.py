@@ -2,8 +2,10 @@
 
 A model takes part through a small protocol (:class:`CausalLM`): ``new_caches()`` gives its
 decoding state (whatever each attention mechanism keeps: a key/value buffer, a recurrent state),
-and a call ``model(input_ids, attention_mask=, position_ids=, caches=, logits_to_keep=)`` returns an
-object with ``.logits`` (B, T, V). The prompt goes through in one call, then one token per step.
+and a call ``model(input_ids, caches=, [attention_mask=, position_ids=, logits_to_keep=])`` returns
+an object with ``.logits`` (B, T, V). ``attention_mask`` and ``position_ids`` are passed only for
+left-padded batches, ``logits_to_keep=1`` only if ``forward`` has that parameter. The prompt goes
+through in one call, then one token per step.
 
 Batches are left-padded: ``attention_mask`` (B, T) has its zeros on the left. Each row's positions
 then start at its first real token, so a padded row generates exactly what it generates alone.
@@ -12,6 +14,7 @@ then start at its first real token, so a padded row generates exactly what it ge
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
@@ -136,6 +139,27 @@ def _fit_context(input_ids: Tensor, mask: Tensor | None, config: GenerationConfi
     return input_ids, mask
 
 
+def _model_call(model: CausalLM, caches: Any) -> Callable[[Tensor, Tensor | None, Tensor | None], Tensor]:
+    """``(ids, mask, positions) -> (B, V)`` last-position logits; passes only what is needed and
+    ``logits_to_keep=1`` when the model accepts it (so a minimal ``forward(input_ids, caches=)``
+    works for unpadded batches)."""
+    try:
+        parameters = inspect.signature(model.forward if hasattr(model, "forward") else model).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+
+    def call(ids: Tensor, mask: Tensor | None, positions: Tensor | None) -> Tensor:
+        extra: dict[str, Any] = dict(keep_last)
+        if mask is not None:
+            extra["attention_mask"] = mask
+        if positions is not None:
+            extra["position_ids"] = positions
+        return model(ids, caches=caches, **extra).logits[:, -1]
+
+    return call
+
+
 @torch.inference_mode()
 def generate(
     model: CausalLM,
@@ -188,8 +212,8 @@ def generate(
         next_position = attention_mask.long().sum(-1, keepdim=True)  # type: ignore[union-attr]  # (B, 1)
 
     caches = model.new_caches()
-    logits = model(input_ids, attention_mask=None if full_mask is None else full_mask[:, :t],
-                   position_ids=position_ids, caches=caches, logits_to_keep=1).logits[:, -1]  # (B, V)
+    call = _model_call(model, caches)
+    logits = call(input_ids, None if full_mask is None else full_mask[:, :t], position_ids)  # (B, V)
     sampling = config.sampling
     generated = input_ids.new_full((b, config.max_new_tokens), pad)
     new_tokens: list[list[int]] = [[] for _ in range(b)]
@@ -221,10 +245,9 @@ def generate(
             break
         step_ids = tokens[:, None]  # (B, 1)
         if padded:
-            logits = model(step_ids, attention_mask=full_mask[:, : t + steps],  # type: ignore[index]
-                           position_ids=next_position + step, caches=caches, logits_to_keep=1).logits[:, -1]
+            logits = call(step_ids, full_mask[:, : t + steps], next_position + step)  # type: ignore[index]
         else:
-            logits = model(step_ids, attention_mask=None, position_ids=None, caches=caches, logits_to_keep=1).logits[:, -1]
+            logits = call(step_ids, None, None)
     if streamer is not None:
         streamer.end()
     sequences = torch.cat([input_ids, generated[:, :steps]], dim=1)
