@@ -138,21 +138,21 @@ def bench_generate(args) -> dict:
     mask = torch.ones_like(prompt)
     outputs = {}
 
-    def run(name):
+    def run(name, count=new_tokens):
         start, cpu = time.perf_counter(), time.process_time()
         with torch.inference_mode():
             if name == "hf":
-                out = hf.generate(prompt, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                out = hf.generate(prompt, attention_mask=mask, max_new_tokens=count, min_new_tokens=count,
                                   do_sample=False, pad_token_id=0)
             else:
-                out = generate(ours, prompt, max_new_tokens=new_tokens).sequences
+                out = generate(ours, prompt, max_new_tokens=count).sequences
         outputs[name] = out
         return time.perf_counter() - start, time.process_time() - cpu
 
     times = {"polyformer": [], "hf": []}
     cpu_times = {"polyformer": [], "hf": []}
-    for name in times:  # warm-up
-        run(name)
+    for name in times:  # warm-up (a few tokens)
+        run(name, 8)
     for _ in tqdm(range(args.repeats), desc="generations (both sides)", disable=args.json):
         for name in times:
             wall, cpu = run(name)

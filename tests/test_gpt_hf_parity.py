@@ -130,3 +130,15 @@ def test_config_round_trips_through_hf_config_json():
         raw = build().config.to_dict()
         config = GPTConfig.from_hf(raw)
         assert GPTConfig.from_hf(json.loads(json.dumps(config.to_hf()))) == config
+
+
+def test_gpt2_checkpoint_without_the_transformer_prefix(tmp_path):
+    """OpenAI's original GPT-2 weights name the base model's keys without "transformer." and store no head."""
+    from polyformer.convert import save_state_dict
+
+    hf = _gpt2()
+    hf.config.save_pretrained(tmp_path)
+    state = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items() if not k.startswith("lm_head.")}
+    state["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 24, 24))
+    save_state_dict(state, tmp_path / "model.safetensors")
+    _compare(polyformer.from_pretrained(tmp_path), hf)

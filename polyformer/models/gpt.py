@@ -353,6 +353,7 @@ class GPTLMHeadModel(PretrainedModel):
 
     architectures: ClassVar[tuple[str, ...]] = tuple(_ARCHITECTURES.values())
     config_class: ClassVar[type] = GPTConfig
+    hf_save_prefix: ClassVar[str] = "transformer."
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__(config)
