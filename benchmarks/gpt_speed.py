@@ -12,8 +12,11 @@ utilisation (6·N + 6·layers·context·d FLOPs per token, N = weights used in m
 against ``--peak-gflops``.
 
 Generation: a GPT-2-small-sized model (random weights), batch 1, greedy, ``--new-tokens`` tokens
-after a 16-token prompt: polyformer's ``generate`` against ``model.generate``; both must produce
-the same tokens.
+after a 16-token prompt: polyformer's ``generate`` against ``model.generate``, plain and with
+prompt-lookup speculation on both sides (``--prompt-lookup``); every variant must produce the same
+tokens. Batch-1 decoding reads all weights per token, so plain decoding is bound by memory
+bandwidth on both sides; speculation gains as much as the text repeats (random-weight models
+repeat a lot, natural text less).
 
 Each result is one JSON line (``--json``) or a readable line.
 """
@@ -136,25 +139,32 @@ def bench_generate(args) -> dict:
     hf.generation_config.eos_token_id = None  # always generate every token
     prompt = torch.randint(1, hf_config.vocab_size, (1, 16))
     mask = torch.ones_like(prompt)
+    greedy = dict(do_sample=False, pad_token_id=0, attention_mask=mask)
+    lookup = args.prompt_lookup
+    runners = {
+        "polyformer": lambda count: generate(ours, prompt, max_new_tokens=count).sequences,
+        "hf": lambda count: hf.generate(prompt, max_new_tokens=count, min_new_tokens=count, **greedy),
+    }
+    if lookup:
+        runners["polyformer_prompt_lookup"] = lambda count: generate(
+            ours, prompt, max_new_tokens=count, prompt_lookup_tokens=lookup, prompt_lookup_ngram=3).sequences
+        runners["hf_prompt_lookup"] = lambda count: hf.generate(
+            prompt, max_new_tokens=count, min_new_tokens=count, prompt_lookup_num_tokens=lookup,
+            max_matching_ngram_size=3, **greedy)
     outputs = {}
 
     def run(name, count=new_tokens):
         start, cpu = time.perf_counter(), time.process_time()
         with torch.inference_mode():
-            if name == "hf":
-                out = hf.generate(prompt, attention_mask=mask, max_new_tokens=count, min_new_tokens=count,
-                                  do_sample=False, pad_token_id=0)
-            else:
-                out = generate(ours, prompt, max_new_tokens=count).sequences
-        outputs[name] = out
+            outputs[name] = runners[name](count)
         return time.perf_counter() - start, time.process_time() - cpu
 
-    times = {"polyformer": [], "hf": []}
-    cpu_times = {"polyformer": [], "hf": []}
-    for name in times:  # warm-up (a few tokens)
+    times = {name: [] for name in runners}
+    cpu_times = {name: [] for name in runners}
+    for name in runners:  # warm-up (a few tokens)
         run(name, 8)
-    for _ in tqdm(range(args.repeats), desc="generations (both sides)", disable=args.json):
-        for name in times:
+    for _ in tqdm(range(args.repeats), desc="generations (all variants)", disable=args.json):
+        for name in runners:
             wall, cpu = run(name)
             times[name].append(wall)
             cpu_times[name].append(cpu)
@@ -162,15 +172,24 @@ def bench_generate(args) -> dict:
         "benchmark": "gpt2_generate", "threads": torch.get_num_threads(), "batch": 1, "prompt_tokens": 16,
         "new_tokens": new_tokens, "config": {"layers": hf_config.n_layer, "d": hf_config.n_embd,
                                              "vocab": hf_config.vocab_size},
-        "same_tokens": bool(torch.equal(outputs["hf"], outputs["polyformer"])),
+        "same_tokens": all(torch.equal(outputs["hf"], out) for out in outputs.values()),
         "hf_attention": hf.config._attn_implementation,
     }
     for name, ts in times.items():
         result[name] = {"s_best": round(min(ts), 3), "s_median": round(statistics.median(ts), 3),
-                        "tokens_per_s_best": round(new_tokens / min(ts), 2)}
-    result["speedup_best"] = round(min(times["hf"]) / min(times["polyformer"]), 3)
+                        "tokens_per_s_best": round(new_tokens / min(ts), 2),
+                        "cpu_s_best": round(min(cpu_times[name]), 3)}
+
+    def ratio(slow, fast):
+        return round(min(times[slow]) / min(times[fast]), 3)
+
+    result["speedup_best"] = ratio("hf", "polyformer")
     result["speedup_median"] = round(statistics.median(times["hf"]) / statistics.median(times["polyformer"]), 3)
     result["speedup_cpu_time_best"] = round(min(cpu_times["hf"]) / min(cpu_times["polyformer"]), 3)
+    if lookup:
+        # the same exact-greedy technique on both sides, and polyformer's fast path against plain HF
+        result["prompt_lookup_speedup_vs_hf_prompt_lookup"] = ratio("hf_prompt_lookup", "polyformer_prompt_lookup")
+        result["prompt_lookup_speedup_vs_hf_plain"] = ratio("hf", "polyformer_prompt_lookup")
     return result
 
 
@@ -189,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-gflops", type=float, default=None, help="peak for the FLOP utilisation")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="timed generations per side")
+    parser.add_argument("--prompt-lookup", type=int, default=10,
+                        help="also time greedy prompt-lookup speculation with this many guesses (0 = off)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     parts = ["train", "generate"] if args.part == "all" else [args.part]

@@ -269,3 +269,58 @@ def test_a_minimal_decoder_can_use_the_loop():
     ids = torch.randint(1, VOCAB, (2, 4))
     got = generate(Minimal(model), ids, max_new_tokens=6, do_sample=True, seed=1)
     assert torch.equal(got.sequences, generate(model, ids, max_new_tokens=6, do_sample=True, seed=1).sequences)
+
+
+# -- prompt-lookup speculation ----------------------------------------------------------------------
+def test_propose_continuation_copies_what_followed_the_latest_match():
+    from polyformer.generation.speculative import propose_continuation
+
+    tokens = [1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 1, 2, 3]
+    assert propose_continuation(tokens, max_ngram=3, count=2) == [7, 8]  # latest earlier "1 2 3"
+    assert propose_continuation([4, 5, 6], max_ngram=3, count=2) == []
+    assert propose_continuation([5, 1, 5], max_ngram=2, count=4) == [1, 5]  # falls back to 1-grams
+
+
+def test_kv_cache_crop_forgets_the_latest_positions():
+    from polyformer.attention import KVCache
+
+    cache = KVCache()
+    k = torch.randn(1, 2, 5, 4)
+    cache.append(k, k)
+    cache.crop(3)
+    keys, _ = cache.append(k[:, :, :1] + 1, k[:, :, :1])
+    assert len(cache) == 4 and torch.equal(keys[:, :, :3], k[:, :, :3]) and torch.equal(keys[:, :, 3:], k[:, :, :1] + 1)
+    with pytest.raises(ShapeError, match="crop"):
+        cache.crop(9)
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "gpt_neo", "gptj"])
+def test_prompt_lookup_gives_the_greedy_tokens(variant, tmp_path):
+    _, model = _hf_pair(variant, tmp_path)
+    ids = torch.randint(1, VOCAB, (1, 6))
+    plain = generate(model, ids, max_new_tokens=40)
+    fast = generate(model, ids, max_new_tokens=40, prompt_lookup_tokens=5)
+    assert torch.equal(fast.sequences, plain.sequences) and fast.stopped_by == plain.stopped_by
+    eos = plain.new_tokens[0][25]
+    stop_at = plain.new_tokens[0].index(eos)
+    with_eos = generate(model, ids, max_new_tokens=40, prompt_lookup_tokens=5, eos_token_id=eos)
+    assert with_eos.new_tokens[0] == plain.new_tokens[0][: stop_at + 1] and with_eos.stopped_by == ["eos"]
+    text = _decode(plain.new_tokens[0])
+    stop = text[20:23]
+    expected = generate(model, ids, max_new_tokens=40, stop_strings=[stop], decode=_decode)
+    got = generate(model, ids, max_new_tokens=40, stop_strings=[stop], decode=_decode, prompt_lookup_tokens=5)
+    assert got.new_tokens == expected.new_tokens and got.stopped_by == ["stop_string"]
+
+
+def test_prompt_lookup_refuses_what_it_cannot_do(monkeypatch):
+    model = _model()
+    ids, mask = _left_pad(_prompts())
+    with pytest.raises(ConfigError, match="one prompt at a time"):
+        generate(model, ids, mask, prompt_lookup_tokens=4)
+    with pytest.raises(ConfigError, match="greedy decoding only"):
+        generate(model, ids[:1], prompt_lookup_tokens=4, do_sample=True)
+    attention.list()
+    monkeypatch.setitem(attention_registry._REGISTRY, _RecomputeAttention.name, _RecomputeAttention)
+    config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layer=2, n_head=4, attention=_RecomputeAttention.name)
+    with pytest.raises(ConfigError, match="caches that can forget"):
+        generate(GPTLMHeadModel(config).eval(), ids[:1], prompt_lookup_tokens=4)

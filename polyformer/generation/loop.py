@@ -54,7 +54,9 @@ class GenerationConfig:
     ``stop_strings`` end a row when its decoded text contains one (needs ``decode``);
     ``pad_token_id`` fills finished rows (None = the first eos id, else 0); ``truncate``: when the
     prompt plus ``max_new_tokens`` exceed the model's context, keep only the prompt's last tokens
-    instead of raising.
+    instead of raising. ``prompt_lookup_tokens`` > 0 (greedy, one prompt): guess up to that many
+    tokens per step by prompt lookup over the last ``prompt_lookup_ngram`` tokens and check them in
+    one call (see :mod:`polyformer.generation.speculative`).
     """
 
     max_new_tokens: int = 32
@@ -67,6 +69,8 @@ class GenerationConfig:
     pad_token_id: int | None = None
     stop_strings: Sequence[str] = field(default_factory=tuple)
     truncate: bool = False
+    prompt_lookup_tokens: int = 0
+    prompt_lookup_ngram: int = 3
 
     def __post_init__(self) -> None:
         require(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
@@ -76,6 +80,12 @@ class GenerationConfig:
             self.stop_strings = (self.stop_strings,)
         self.stop_strings = tuple(self.stop_strings)
         self.sampling  # validates the sampling fields
+        require(isinstance(self.prompt_lookup_tokens, int) and self.prompt_lookup_tokens >= 0,
+                f"prompt_lookup_tokens must be an integer >= 0 (0 = off), got {self.prompt_lookup_tokens!r}")
+        require(isinstance(self.prompt_lookup_ngram, int) and self.prompt_lookup_ngram >= 1,
+                f"prompt_lookup_ngram must be an integer >= 1, got {self.prompt_lookup_ngram!r}")
+        require(not (self.prompt_lookup_tokens and self.do_sample),
+                "prompt_lookup_tokens speeds up greedy decoding only; set do_sample=False or prompt_lookup_tokens=0")
 
     @property
     def sampling(self) -> SamplingOptions:
@@ -214,6 +224,8 @@ def generate(
     caches = model.new_caches()
     call = _model_call(model, caches)
     logits = call(input_ids, None if full_mask is None else full_mask[:, :t], position_ids)  # (B, V)
+    if config.prompt_lookup_tokens:
+        return _generate_with_prompt_lookup(model, caches, input_ids, logits, config, stops, streamer, padded)
     sampling = config.sampling
     generated = input_ids.new_full((b, config.max_new_tokens), pad)
     new_tokens: list[list[int]] = [[] for _ in range(b)]
@@ -252,3 +264,29 @@ def generate(
         streamer.end()
     sequences = torch.cat([input_ids, generated[:, :steps]], dim=1)
     return GenerationOutput(sequences=sequences, new_tokens=new_tokens, stopped_by=stopped_by, prompt_length=t)
+
+
+def _generate_with_prompt_lookup(model, caches, input_ids, first_logits, config, stops, streamer, padded):
+    """The batch-1 greedy loop with speculation (see :mod:`polyformer.generation.speculative`)."""
+    from polyformer.generation.speculative import can_speculate, greedy_with_prompt_lookup
+
+    if input_ids.shape[0] != 1 or padded:
+        raise ConfigError(f"prompt_lookup_tokens works on one prompt at a time, got a batch of {input_ids.shape[0]}; "
+                          "generate each prompt alone or set prompt_lookup_tokens=0")
+    if not can_speculate(model, caches):
+        raise ConfigError("prompt_lookup_tokens needs caches that can forget rejected guesses (key/value caches); "
+                          "this model's attention keeps a running state: set prompt_lookup_tokens=0")
+
+    def put(token: int) -> None:
+        if streamer is not None:
+            streamer.put([token])
+
+    new, stopped = greedy_with_prompt_lookup(
+        model, caches, input_ids[0].tolist(), first_logits[0], max_new_tokens=config.max_new_tokens,
+        guesses=config.prompt_lookup_tokens, max_ngram=config.prompt_lookup_ngram, eos=config.eos_ids,
+        stops=stops, put=put,
+    )
+    if streamer is not None:
+        streamer.end()
+    sequences = torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)], dim=1)
+    return GenerationOutput(sequences=sequences, new_tokens=[new], stopped_by=[stopped], prompt_length=input_ids.shape[1])

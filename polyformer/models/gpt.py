@@ -388,6 +388,15 @@ class GPTLMHeadModel(PretrainedModel):
         """Fresh decoding state, one per layer (each mechanism picks its own cache type)."""
         return self.decoder.new_caches()
 
+    def can_crop_caches(self, caches: list[LayerCache]) -> bool:
+        """Whether every layer's cache can forget positions (key/value caches can)."""
+        return all(cache.self_attention.can_crop for cache in caches)
+
+    def crop_caches(self, caches: list[LayerCache], length: int) -> None:
+        """Keep the first ``length`` positions of every cache (speculative decoding)."""
+        for cache in caches:
+            cache.self_attention.crop(length)
+
     @property
     def max_positions(self) -> int:
         """The longest sequence (prompt + generated tokens) the model was trained for."""
