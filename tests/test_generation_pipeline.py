@@ -70,6 +70,9 @@ def test_cli_streams_the_same_text_as_the_pipeline(folder, capsys):
     expected = polyformer.pipeline("text-generation", model=folder)("the cat", max_new_tokens=10)[0]["generated_text"]
     assert main(["generate", "--model", str(folder), "--prompt", "the cat", "--max-new-tokens", "10"]) == 0
     assert capsys.readouterr().out == expected + "\n"
+    assert main(["generate", "--model", str(folder), "--prompt", "the cat", "--max-new-tokens", "10",
+                 "--prompt-lookup", "4"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
     sampled = ["generate", "--model", str(folder), "--prompt", "the", "--top-p", "0.9", "--seed", "2",
                "--max-new-tokens", "10"]
     main(sampled)

@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--truncate", action="store_true",
                         help="keep the prompt's last tokens when it is longer than the context allows")
     parser.add_argument("--attention", default=None, help="run with another attention mechanism (e.g. sliding_window)")
+    parser.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
+                        help="greedy only: guess up to N tokens per step from earlier text, checked in one call "
+                        "(same output, faster when text repeats)")
     parser.set_defaults(func=run)
 
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     sampling = args.temperature not in (None, 0) or args.top_k is not None or args.top_p is not None
     options = dict(
         max_new_tokens=args.max_new_tokens, do_sample=sampling, seed=args.seed, stop_strings=stops,
-        truncate=args.truncate, top_k=args.top_k, top_p=args.top_p,
+        truncate=args.truncate, top_k=args.top_k, top_p=args.top_p, prompt_lookup_tokens=args.prompt_lookup,
         temperature=args.temperature if sampling and args.temperature else 1.0,
     )
     batch = tokenizer(args.prompt)
