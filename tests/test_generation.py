@@ -279,6 +279,9 @@ def test_propose_continuation_copies_what_followed_the_latest_match():
     assert propose_continuation(tokens, max_ngram=3, count=2) == [7, 8]  # latest earlier "1 2 3"
     assert propose_continuation([4, 5, 6], max_ngram=3, count=2) == []
     assert propose_continuation([5, 1, 5], max_ngram=2, count=4) == [1, 5]  # falls back to 1-grams
+    # a short loop: the latest earlier "7 8" has three tokens after it, the first one five
+    assert propose_continuation([7, 8, 9, 7, 8, 9, 7, 8], max_ngram=2, count=3) == [9, 7, 8]
+    assert propose_continuation([7, 8, 9, 7, 8, 9, 7, 8], max_ngram=2, count=5) == [9, 7, 8, 9, 7]
 
 
 def test_kv_cache_crop_forgets_the_latest_positions():

@@ -23,18 +23,28 @@ from polyformer.generation.stopping import StopStrings
 
 
 def propose_continuation(tokens: list[int], max_ngram: int, count: int) -> list[int]:
-    """Up to ``count`` tokens that followed the latest earlier occurrence of the last n tokens.
+    """Up to ``count`` tokens that followed an earlier occurrence of the last n tokens.
 
-    n goes from ``max_ngram`` down to 1; an empty list when nothing matches.
+    n goes from ``max_ngram`` down to 1. The latest occurrence that is followed by ``count``
+    tokens wins (recent context predicts best); when none is, the occurrence followed by the most
+    tokens (in a short loop the latest occurrence sits just before the end, with little after
+    it). An empty list when nothing matches.
     """
     if count < 1:
         return []
     length = len(tokens)
     for n in range(min(max_ngram, length - 1), 0, -1):
         tail = tokens[length - n:]
+        best: list[int] = []
         for start in range(length - n - 1, -1, -1):  # latest occurrence first
             if tokens[start : start + n] == tail:
-                return tokens[start + n : start + n + count]
+                follow = tokens[start + n : start + n + count]
+                if len(follow) == count:
+                    return follow
+                if len(follow) > len(best):
+                    best = follow
+        if best:
+            return best
     return []
 
 
