@@ -207,8 +207,7 @@ def generate(
     stops = StopStrings(config.stop_strings, decode)
     if generator is None and config.seed is not None:
         generator = torch.Generator(input_ids.device).manual_seed(config.seed)
-    eos = config.eos_ids
-    pad = config.pad_token_id if config.pad_token_id is not None else min(eos, default=0)
+    pad = config.pad_token_id if config.pad_token_id is not None else min(config.eos_ids, default=0)
 
     b, t = input_ids.shape
     device = input_ids.device
@@ -226,7 +225,30 @@ def generate(
     logits = call(input_ids, None if full_mask is None else full_mask[:, :t], position_ids)  # (B, V)
     if config.prompt_lookup_tokens:
         return _generate_with_prompt_lookup(model, caches, input_ids, logits, config, stops, streamer, padded)
-    sampling = config.sampling
+    step_inputs = _StepInputs(full_mask, next_position, t)
+    return _decode(call, input_ids, logits, config, step_inputs, stops, streamer, generator, pad)
+
+
+@dataclass
+class _StepInputs:
+    """What a decoding step passes besides the token: a view of the full mask and the positions
+    (left-padded batches only; both None otherwise)."""
+
+    full_mask: Tensor | None
+    next_position: Tensor | None  # (B, 1) position of the first new token in each row
+    prompt_length: int
+
+    def at(self, step: int) -> tuple[Tensor | None, Tensor | None]:
+        """Mask and positions for the token chosen at ``step`` (0-based)."""
+        if self.full_mask is None:
+            return None, None
+        return self.full_mask[:, : self.prompt_length + step + 1], self.next_position + step  # type: ignore[operator]
+
+
+def _decode(call, input_ids, logits, config, step_inputs, stops, streamer, generator, pad) -> GenerationOutput:
+    """The token-by-token loop: choose, record and stop per row, then feed the chosen tokens."""
+    b, t = input_ids.shape
+    eos, sampling = config.eos_ids, config.sampling
     generated = input_ids.new_full((b, config.max_new_tokens), pad)
     new_tokens: list[list[int]] = [[] for _ in range(b)]
     stopped_by = ["length"] * b
@@ -248,18 +270,14 @@ def generate(
             elif stops and stops.hit(row, new_tokens[row]):
                 finished[row], stopped_by[row] = True, "stop_string"
         if any(finished):
-            tokens = torch.tensor(chosen, dtype=input_ids.dtype, device=device)
+            tokens = torch.tensor(chosen, dtype=input_ids.dtype, device=input_ids.device)
         generated[:, step] = tokens
         steps = step + 1
         if streamer is not None:
             streamer.put(streamed)
         if all(finished) or steps == config.max_new_tokens:
             break
-        step_ids = tokens[:, None]  # (B, 1)
-        if padded:
-            logits = call(step_ids, full_mask[:, : t + steps], next_position + step)  # type: ignore[index]
-        else:
-            logits = call(step_ids, None, None)
+        logits = call(tokens[:, None], *step_inputs.at(step))  # (B, V)
     if streamer is not None:
         streamer.end()
     sequences = torch.cat([input_ids, generated[:, :steps]], dim=1)
