@@ -79,7 +79,10 @@ def _chunked(hidden, weight, bias, targets, ignore_index, chunk_rows, need_grads
             torch.addmm(bias_mm, h, weight_mm.t(), out=probs)
         else:
             torch.mm(h, weight_mm.t(), out=probs)
-        torch.ops.aten._softmax.out(probs, -1, False, out=probs)  # fused and in place: logits -> probabilities
+        if probs.device.type == "cpu":  # fused and in place (tested): big CPU allocations page-fault
+            torch.ops.aten._softmax.out(probs, -1, False, out=probs)
+        else:  # caching allocators make a new tensor cheap; in-place aliasing is not promised there
+            probs = torch.softmax(probs, dim=-1)
         target_prob = probs.gather(1, t[:, None]).squeeze(1).to(stats)  # (c,)
         losses = -target_prob.log()
         underflow = keep & (target_prob <= 0)  # loss beyond ~100 nats: recompute those rows exactly
