@@ -13,6 +13,8 @@ COMMAND_MODULES = (
     "polyformer.commands.attention",
     "polyformer.commands.demo",
     "polyformer.commands.generate",
+    "polyformer.commands.scaling",
+    "polyformer.commands.vision",
 )
 
 

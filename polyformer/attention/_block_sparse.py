@@ -1,384 +1,299 @@
-"""Block-sparse exact attention on CPU: only the tiles a pattern needs, forward and backward.
+"""Block-sparse exact attention on CPU: only the tiles a layout needs, forward and backward.
 
-The sequence is cut into tiles of ``block`` positions. A :class:`BlockLayout` lists, for every
-query tile (per pattern head), the key tiles it needs and, for tiles that are only partly allowed,
-an additive 0/-inf mask tile. Query tiles are grouped by how many key tiles they need (global rows
-that need every key tile go in a group of their own), and each group is processed in chunks:
+For each row group of the layout (:mod:`polyformer.attention._block_layout`), chunks of query
+tiles are processed with large batched matrix products on contiguous 3-D tensors:
 
-    gather the chunk's key/value tiles  -> (B', R, S·block, D), contiguous
-    scores = bmm(q_tiles, keysᵀ) + masks -> (B'·R, block, S·block)
-    softmax with a saved log-sum-exp, out = bmm(p, values)
+    scores = bmm(q_tiles, keysᵀ) + masks      (R, block, S·block)
+    probs  = softmax(scores)                   one fused pass per row, in cache
+    out    = bmm(probs, values)
 
-The backward pass recomputes the scores of each chunk from the saved log-sum-exp (as
-FlashAttention does) and scatters key/value gradients back with ``index_add_``. Memory is
-O(N · keys-per-query) for the layout and O(chunk) for the work space, never O(N²).
+Two executors share this shape. The *windowed* one reads each row's run of key tiles through an
+overlapping strided view (no copy) and gathers only the extra tiles; it loops over batch×head
+slices. The *gathered* one copies every needed key tile with ``index_select`` and batches all
+slices at once. Nothing but the inputs is saved for backward: it recomputes each chunk's
+probabilities with the same fused softmax, uses the fused softmax backward for dS, and scatters
+key/value gradients with ``index_add_``. Memory: O(N · keys per query) for the layout, O(chunk)
+for work space, never O(N²).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from polyformer.attention.patterns import FULL, PARTIAL, Causal, Pattern
+from polyformer.attention._block_layout import BlockLayout, RowGroup, build_layout
 
-# Work-space budget of one chunk's score matrix; ~8 MB keeps the chunk within the L2/L3 caches and
-# still gives bmm enough rows to run near peak on this CPU.
-_CHUNK_BYTES = 8 << 20
-_FULL_TILE, _PAD_TILE = 0, 1
-
-
-@dataclass
-class RowGroup:
-    """Query tiles that need a similar number ``S`` of key tiles (padded to ``S``)."""
-
-    head: Tensor  # (R,) pattern head of each query tile
-    row: Tensor  # (R,) query tile index
-    cols: Tensor  # (R, S) key tile indices (padding slots point at tile 0)
-    tiles: Tensor  # (R, S) mask tile ids: 0 = fully allowed, 1 = padding (-inf), >= 2 partial
-    mask_slots: tuple[int, ...]  # slot positions holding any tile that is not fully allowed
-    #: key tiles of row r are cols[0, 0] + (row[r] - row[0]) + (0 … S-1): consecutive rows whose
-    #: windows slide by one tile, so keys can be read through a strided view instead of a gather
-    sliding: bool = False
-
-    @property
-    def slots(self) -> int:
-        return self.cols.shape[1]
-
-
-@dataclass
-class BlockLayout:
-    """The tiles a pattern needs at one length, ready for the kernel."""
-
-    n: int
-    block: int
-    pattern_heads: int
-    groups: list[RowGroup]
-    mask_tiles: Tensor  # (U, block, block) bool, True = allowed; 0 = all True, 1 = all False
-    may_have_empty_rows: bool  # some query may have no allowed key at all (before padding)
-
-    @property
-    def n_blocks(self) -> int:
-        return math.ceil(self.n / self.block)
-
-    def keys_per_query(self) -> float:
-        """Average number of key positions computed per query (incl. masked parts of tiles)."""
-        total = sum(g.cols.shape[0] * g.slots for g in self.groups) * self.block
-        return total / max(1, self.pattern_heads * self.n_blocks)
-
-    def to(self, device: torch.device) -> "BlockLayout":
-        """The same layout with its index tensors on ``device``."""
-        groups = [
-            RowGroup(g.head.to(device), g.row.to(device), g.cols.to(device), g.tiles.to(device), g.mask_slots, g.sliding)
-            for g in self.groups
-        ]
-        return BlockLayout(
-            self.n, self.block, self.pattern_heads, groups, self.mask_tiles.to(device), self.may_have_empty_rows
-        )
-
-
-def build_layout(pattern: Pattern, n: int, block: int, n_heads: int, causal: bool) -> BlockLayout:
-    """Find the needed tiles of ``pattern`` (and causality) at length ``n`` with tiles of ``block``."""
-    pattern.validate(n, n_heads)
-    pattern.prepare(n, n_heads)
-    classes = pattern.block_mask(n, block, n_heads).clone()  # (Hm, nb, nb)
-    if causal:
-        classes = torch.minimum(classes, Causal().block_mask(n, block, n_heads))
-    if n % block:
-        # The last key tile runs past the end: its padded keys must be masked out explicitly.
-        classes[..., -1].clamp_(max=PARTIAL)
-    heads, nb, _ = classes.shape
-
-    # Evaluate partial tiles position by position; keep only those that really are partial.
-    tile_id = torch.where(classes == FULL, _FULL_TILE, -1)
-    partial = (classes == PARTIAL).nonzero()  # (T, 3): head, query tile, key tile
-    unique_tiles: list[Tensor] = []
-    offset = 2
-    step = max(1, (1 << 24) // (block * block))
-    within = torch.arange(block)
-    for start in range(0, len(partial), step):
-        h, i, j = partial[start : start + step].unbind(1)
-        q = i[:, None] * block + within  # (T, block)
-        k = j[:, None] * block + within
-        allowed = pattern.mask(h[:, None, None], q.clamp(max=n - 1)[:, :, None], k.clamp(max=n - 1)[:, None, :], n)
-        allowed = allowed & (k < n)[:, None, :]
-        if causal:
-            allowed = allowed & (k[:, None, :] <= q[:, :, None])
-        allowed = allowed.expand(len(h), block, block)
-        flat = allowed.reshape(len(h), -1)
-        is_full = flat.all(1)
-        is_partial = flat.any(1) & ~is_full
-        tile_id[h[is_full], i[is_full], j[is_full]] = _FULL_TILE
-        if is_partial.any():
-            # Identical partial tiles (the diagonal of a band, say) are stored once.
-            uniq, inverse = torch.unique(flat[is_partial], dim=0, return_inverse=True)
-            unique_tiles.append(uniq.view(-1, block, block))
-            tile_id[h[is_partial], i[is_partial], j[is_partial]] = offset + inverse
-            offset += len(uniq)
-    mask_tiles = torch.cat(
-        [torch.ones(1, block, block, dtype=torch.bool), torch.zeros(1, block, block, dtype=torch.bool)] + unique_tiles
-    )
-    groups = _group_rows(tile_id)
-    return BlockLayout(n, block, heads, groups, mask_tiles, _has_empty_rows(groups, tile_id, mask_tiles, n))
-
-
-def _has_empty_rows(groups: list[RowGroup], tile_id: Tensor, mask_tiles: Tensor, n: int) -> bool:
-    """Whether some real query position has no allowed key (it then gets zeros)."""
-    heads, nb, _ = tile_id.shape
-    block = mask_tiles.shape[-1]
-    has_key = torch.zeros(heads, nb, block, dtype=torch.bool)
-    row_any = mask_tiles.any(-1)  # (U, block): which rows of a tile allow something
-    for g in groups:
-        has_key[g.head, g.row] = row_any[g.tiles].any(1)
-    return bool((~has_key.view(heads, -1)[:, :n]).any())
-
-
-def _group_rows(tile_id: Tensor) -> list[RowGroup]:
-    """Group query tiles by their number of needed key tiles, rounded up to a power of two."""
-    heads, nb, _ = tile_id.shape
-    needed = tile_id >= 0
-    counts = needed.sum(-1).flatten()  # (Hm * nb,)
-    order = torch.argsort(needed.flatten(0, 1).to(torch.int8), dim=1, descending=True, stable=True)
-    sorted_cols = order  # needed key tiles first, in increasing tile order
-    sorted_ids = torch.gather(tile_id.flatten(0, 1), 1, order)
-    buckets = torch.ceil(torch.log2(counts.clamp(min=1).double())).long()
-    groups = []
-    for bucket in torch.unique(buckets[counts > 0]).tolist():
-        rows = ((buckets == bucket) & (counts > 0)).nonzero().flatten()
-        slots = int(counts[rows].max())
-        cols = sorted_cols[rows, :slots].clone()
-        ids = sorted_ids[rows, :slots].clone()
-        pad = torch.arange(slots)[None, :] >= counts[rows][:, None]
-        cols[pad] = 0
-        ids[pad] = _PAD_TILE
-        mask_slots = tuple((ids != _FULL_TILE).any(0).nonzero().flatten().tolist())
-        head, row = rows // nb, rows % nb
-        sliding = bool(
-            heads == 1
-            and (ids != _PAD_TILE).all()
-            and (row == row[0] + torch.arange(len(row))).all()
-            and (cols == cols[:1, :1] + (row - row[0])[:, None] + torch.arange(slots)).all()
-        )
-        groups.append(RowGroup(head, row, cols, ids, mask_slots, sliding))
-    return groups
-
-
-# ------------------------------------------------------------------------------------------------
-# The kernel
-# ------------------------------------------------------------------------------------------------
-
-
-class _Geometry:
-    """Views of (B, H, N, D) tensors as (B', Hm, nb, block, D) tiles, B' = B·H / Hm."""
-
-    def __init__(self, layout: BlockLayout, batch: int, heads: int) -> None:
-        self.layout = layout
-        self.batch, self.heads = batch, heads
-        self.pattern_heads = layout.pattern_heads
-        self.outer = batch * heads // self.pattern_heads  # B'
-        self.nb, self.block = layout.n_blocks, layout.block
-        self.padded = self.nb * self.block
-
-    def tiles(self, x: Tensor) -> Tensor:
-        """(B, H, N, D) -> (B', Hm, nb, block, D), padding N with zeros (a copy only if needed)."""
-        n = x.shape[-2]
-        if n != self.padded:
-            x = torch.nn.functional.pad(x, (0, 0, 0, self.padded - n))
-        return x.contiguous().view(self.outer, self.pattern_heads, self.nb, self.block, x.shape[-1])
-
-    def untile(self, x: Tensor, n: int) -> Tensor:
-        """Inverse of :meth:`tiles`, dropping the padding."""
-        x = x.reshape(self.batch, self.heads, self.padded, x.shape[-1])
-        return x[:, :, :n] if n != self.padded else x
-
-    def chunks(self, group: RowGroup, itemsize: int, per_outer: bool = False):
-        """Row ranges of ``group`` whose score matrices fit the chunk budget (for one of the B'
-        slices when ``per_outer``)."""
-        per_row = (1 if per_outer else self.outer) * self.block * group.slots * self.block * itemsize
-        step = max(1, _CHUNK_BYTES // per_row)
-        rows = group.row.shape[0]
-        for start in range(0, rows, step):
-            yield slice(start, min(rows, start + step))
-
-
-def _chunk_scores(geo, group, sl, q5, k5, mask_bias, pad_bias):
-    """Scores (B'·R, block, S·block) of one chunk, masked, plus the gathered keys."""
-    hs, rs, cs = group.head[sl], group.row[sl], group.cols[sl]
-    r, s, blk = len(rs), group.slots, geo.block
-    qc = q5[:, hs, rs]  # (B', R, block, D)
-    kc = k5[:, hs[:, None], cs]  # (B', R, S, block, D)
-    d = qc.shape[-1]
-    scores = torch.bmm(qc.reshape(-1, blk, d), kc.reshape(-1, s * blk, d).transpose(1, 2))
-    if group.mask_slots:
-        view = scores.view(geo.outer, r, blk, s, blk)
-        if len(group.mask_slots) == s:
-            view.add_(mask_bias[group.tiles[sl]].permute(0, 2, 1, 3))  # (R, block, S, block)
-        else:
-            for slot in group.mask_slots:  # e.g. only the two edge tiles of a band
-                view[:, :, :, slot].add_(mask_bias[group.tiles[sl, slot]])
-    if pad_bias is not None:
-        # Padding varies per batch element: (B, R, S·block) broadcast over heads and query rows.
-        keys = pad_bias[:, cs].reshape(geo.batch, 1, r, 1, s * blk)
-        scores.view(geo.batch, geo.outer // geo.batch, r, blk, s * blk).add_(keys)
-    return scores, qc, kc
-
-
-def _gather_values(v5, group, sl):
-    hs, cs = group.head[sl], group.cols[sl]
-    vc = v5[:, hs[:, None], cs]  # (B', R, S, block, Dv)
-    return vc.reshape(-1, group.slots * vc.shape[-2], vc.shape[-1])
+# Work-space budget of one chunk's score matrix: large enough for bmm to run near peak, small
+# enough to stay in cache.
+_CHUNK_BYTES = 6 << 20
 
 
 def _softmax(scores: Tensor, safe: bool) -> Tensor:
-    """Row softmax, fused (one pass per row in cache); ``safe`` maps rows of only -inf to zeros."""
+    """Row softmax, fused; ``safe`` maps rows of only -inf to zeros (rows without any key)."""
     return torch.ops.aten._safe_softmax(scores, -1) if safe else torch.softmax(scores, -1)
 
 
+def _softmax_backward(dp: Tensor, probs: Tensor) -> Tensor:
+    """dS = P ∘ (dP − rowsum(dP ∘ P)), fused per row."""
+    return torch._softmax_backward_data(dp, probs, -1, probs.dtype)
+
+
 class _Context:
-    """Everything one forward or backward pass needs, shared by the two executors below."""
+    """Inputs of one pass as tiles, and the masks: shared by both executors, forward and backward.
 
-    def __init__(self, q, k, v, key_padding_mask, layout: BlockLayout, scale: float) -> None:
-        b, h, self.n, _ = q.shape
-        self.geo = geo = _Geometry(layout, b, h)
-        self.q5, self.k5, self.v5 = geo.tiles(q * scale), geo.tiles(k), geo.tiles(v)
-        self.mask_bias = _mask_bias(layout, q.dtype)
-        self.pad_bias = _padding_bias(key_padding_mask, geo, q.dtype)
-        self.safe = layout.may_have_empty_rows or key_padding_mask is not None
-        self.itemsize = q.element_size()
+    Tiles are viewed as (B', Hm, nb, block, D) with B' = B·H / Hm (Hm = 1 for patterns shared by
+    all heads, H for per-head patterns). Key/value tiles carry guard tiles on both ends when a run
+    reaches past the sequence; guards are always masked.
+    """
+
+    def __init__(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None,
+                 layout: BlockLayout, scale: float) -> None:
         self.layout = layout
+        self.batch, self.heads, self.n, _ = q.shape
+        self.hm, self.nb, self.block = layout.pattern_heads, layout.n_blocks, layout.block
+        self.outer = self.batch * self.heads // self.hm
+        self.padded = self.nb * self.block
+        self.guard = layout.guard_before
+        self.q5 = self.tiles(q * scale)
+        self.k5, self.v5 = self.tiles(k, guards=True), self.tiles(v, guards=True)
+        dtype = q.dtype
+        zero = torch.zeros((), dtype=dtype, device=q.device)
+        self.mask_bias = torch.where(layout.mask_tiles, zero, -math.inf)  # (U, block, block)
+        self.pad_bias = None
+        if key_padding_mask is not None:
+            kpm = F.pad(key_padding_mask, (self.guard * self.block,
+                                           self.padded - self.n + layout.guard_after * self.block), value=False)
+            self.pad_bias = torch.where(kpm, zero, -math.inf).view(self.batch, -1, self.block)
+        self.safe = layout.may_have_empty_rows or key_padding_mask is not None
 
-    def windows(self, x5: Tensor, outer: int, group: RowGroup, sl: slice) -> Tensor:
-        """(R, S·block, D) overlapping key windows of a sliding group, as a view of ``x5``."""
-        geo = self.geo
-        first = int(group.cols[sl.start, 0])
-        base = x5[outer, 0, first:]
-        d = x5.shape[-1]
-        return base.as_strided((sl.stop - sl.start, group.slots * geo.block, d), (geo.block * d, d, 1))
+    def tiles(self, x: Tensor, guards: bool = False) -> Tensor:
+        """(B, H, N, D) -> (B', Hm, tiles, block, D), padded with zeros (and guard tiles)."""
+        before = self.guard * self.block if guards else 0
+        after = self.padded - x.shape[-2] + (self.layout.guard_after * self.block if guards else 0)
+        if before or after:
+            x = F.pad(x, (0, 0, before, after))
+        return x.contiguous().view(self.outer, self.hm, -1, self.block, x.shape[-1])
 
-    def mask_sliding(self, scores: Tensor, outer: int, group: RowGroup, sl: slice) -> None:
-        """Add pattern and padding masks to the (R, block, S·block) scores of a sliding chunk."""
-        geo, r, s, blk = self.geo, sl.stop - sl.start, group.slots, self.geo.block
-        view = scores.view(r, blk, s, blk)
-        for slot in group.mask_slots:
-            view[:, :, slot].add_(self.mask_bias[group.tiles[sl, slot]])
-        if self.pad_bias is not None:
-            batch = outer * geo.batch // geo.outer
-            first = int(group.cols[sl.start, 0])
-            keys = self.pad_bias[batch, first:].as_strided((r, s * blk), (blk, 1))
-            scores.add_(keys[:, None, :])
+    def rows_buffer(self, width: int) -> Tensor:
+        """(B', Hm, nb, block, width) for per-query results: every row a group covers is written
+        by the executors, so only query tiles without any key are zeroed."""
+        out = self.q5.new_empty(*self.q5.shape[:-1], width)
+        if len(self.layout.keyless_rows):
+            out.view(self.outer, self.hm * self.nb, -1)[:, self.layout.keyless_rows] = 0
+        return out
+
+    def untile(self, x5: Tensor, guards: bool = False) -> Tensor:
+        """Inverse of :meth:`tiles`, dropping padding and guards."""
+        if guards:
+            x5 = x5[:, :, self.guard : self.guard + self.nb]
+        x = x5.reshape(self.batch, self.heads, self.padded, x5.shape[-1])
+        return x[:, :, : self.n]
+
+    def chunks(self, rows: range, slots: int, slices: int):
+        """Sub-ranges of ``rows`` whose scores (``slices`` batch×head slices) fit the budget."""
+        per_row = slices * self.block * slots * self.block * 4
+        step = max(1, _CHUNK_BYTES // per_row)
+        for start in range(rows.start, rows.stop, step):
+            yield slice(start, min(rows.stop, start + step))
+
+    def add_masks(self, scores: Tensor, group: RowGroup, sl: slice) -> None:
+        """Add partial-tile masks to scores viewed as (..., R, block, S, block)."""
+        if not group.mask_slots:
+            return
+        r, s, blk = sl.stop - sl.start, group.slots, self.block
+        view = scores.view(-1, r, blk, s, blk)
+        if len(group.mask_slots) == s:
+            tiles = self.mask_bias.index_select(0, group.tiles[sl].flatten()).view(r, s, blk, blk)
+            view.add_(tiles.permute(0, 2, 1, 3))
+        else:
+            for slot in group.mask_slots:  # e.g. only the edge tiles of a band
+                view[:, :, :, slot].add_(self.mask_bias.index_select(0, group.tiles[sl, slot]))
 
 
-def _forward_sliding(c: _Context, group: RowGroup, out5: Tensor) -> None:
-    for outer in range(c.geo.outer):
-        for sl in c.geo.chunks(group, c.itemsize, per_outer=True):
-            rows = slice(int(group.row[sl.start]), int(group.row[sl.stop - 1]) + 1)
-            scores = torch.bmm(c.q5[outer, 0, rows], c.windows(c.k5, outer, group, sl).transpose(1, 2))
-            c.mask_sliding(scores, outer, group, sl)
-            torch.bmm(_softmax(scores, c.safe), c.windows(c.v5, outer, group, sl), out=out5[outer, 0, rows])
+# ------------------------------------------------------------------------------------------------
+# Windowed executor: run through a strided view, extras gathered; one batch×head slice at a time
+# ------------------------------------------------------------------------------------------------
+
+
+class _Window:
+    """Keys/values of one chunk of a windowed group in one (B', head) slice."""
+
+    def __init__(self, c: _Context, group: RowGroup, outer: int, sl: slice) -> None:
+        self.c, self.group, self.sl = c, group, sl
+        self.head = int(group.head[sl.start])
+        self.first_row = int(group.row[sl.start])
+        self.r = sl.stop - sl.start
+        self.extra_cols = group.cols[sl, : group.extras].flatten() + c.guard
+        self.run_start = self.first_row + group.run_offset + c.guard
+        self.split = group.extras * c.block
+
+    def keys(self, x5: Tensor, outer: int) -> tuple[Tensor | None, Tensor]:
+        """(extras (R, E·block, D) or None, run (R, W·block, D) strided view) of ``x5``."""
+        tiles = x5[outer, self.head]  # (tiles, block, D), contiguous
+        d, blk = tiles.shape[-1], self.c.block
+        run = tiles[self.run_start :].as_strided((self.r, self.group.run * blk, d), (blk * d, d, 1))
+        if not self.group.extras:
+            return None, run
+        extras = tiles.index_select(0, self.extra_cols).view(self.r, self.split, d)
+        return extras, run
+
+    def scores(self, q: Tensor, k5: Tensor, outer: int) -> tuple[Tensor, Tensor | None, Tensor]:
+        kx, kw = self.keys(k5, outer)
+        blk = self.c.block
+        scores = q.new_empty(self.r, blk, self.group.slots * blk)
+        if kx is not None:
+            torch.bmm(q, kx.transpose(1, 2), out=scores[:, :, : self.split])
+        torch.bmm(q, kw.transpose(1, 2), out=scores[:, :, self.split :])
+        self.c.add_masks(scores, self.group, self.sl)
+        if self.c.pad_bias is not None:
+            scores.add_(self.key_padding(outer)[:, None, :])
+        return scores, kx, kw
+
+    def key_padding(self, outer: int) -> Tensor:
+        """(R, S·block) additive padding of this chunk's keys."""
+        c, blk = self.c, self.c.block
+        pad = c.pad_bias[outer * c.batch // c.outer]  # (tiles, block)
+        run = pad[self.run_start :].as_strided((self.r, self.group.run * blk), (blk, 1))
+        if not self.group.extras:
+            return run
+        extras = pad.index_select(0, self.extra_cols).view(self.r, self.split)
+        return torch.cat([extras, run], 1)
+
+    def scatter(self, grad5: Tensor, outer: int, grad_extras: Tensor | None, grad_run: Tensor) -> None:
+        """Add per-slot key/value gradients back into their tiles."""
+        tiles = grad5[outer, self.head].view(grad5.shape[2], -1)
+        if grad_extras is not None:
+            tiles.index_add_(0, self.extra_cols, grad_extras.reshape(self.r * self.group.extras, -1))
+        run_cols = (torch.arange(self.group.run, device=tiles.device)[None, :]
+                    + torch.arange(self.r, device=tiles.device)[:, None] + self.run_start).flatten()
+        tiles.index_add_(0, run_cols, grad_run.reshape(self.r * self.group.run, -1))
+
+
+def _windowed_chunks(c: _Context, group: RowGroup):
+    for outer in range(c.outer):
+        for start, stop in group.segments:
+            for sl in c.chunks(range(start, stop), group.slots, 1):
+                yield outer, sl
+
+
+def _forward_windowed(c: _Context, group: RowGroup, out5: Tensor) -> None:
+    for outer, sl in _windowed_chunks(c, group):
+        w = _Window(c, group, outer, sl)
+        rows = slice(w.first_row, w.first_row + w.r)
+        scores, _, _ = w.scores(c.q5[outer, w.head, rows], c.k5, outer)
+        probs = _softmax(scores, c.safe)
+        vx, vw = w.keys(c.v5, outer)
+        out = out5[outer, w.head, rows]
+        torch.bmm(probs[:, :, w.split :], vw, out=out)
+        if vx is not None:
+            out.baddbmm_(probs[:, :, : w.split], vx)
+
+
+def _backward_windowed(c: _Context, group: RowGroup, do5: Tensor, grads: tuple[Tensor, Tensor, Tensor]) -> None:
+    dq5, dk5, dv5 = grads
+    for outer, sl in _windowed_chunks(c, group):
+        w = _Window(c, group, outer, sl)
+        rows = slice(w.first_row, w.first_row + w.r)
+        q, do = c.q5[outer, w.head, rows], do5[outer, w.head, rows]
+        scores, kx, kw = w.scores(q, c.k5, outer)
+        probs = _softmax(scores, c.safe)
+        vx, vw = w.keys(c.v5, outer)
+        px, pw = probs[:, :, : w.split], probs[:, :, w.split :]
+        w.scatter(dv5, outer, torch.bmm(px.transpose(1, 2), do) if vx is not None else None,
+                  torch.bmm(pw.transpose(1, 2), do))
+        dp = torch.empty_like(probs)
+        torch.bmm(do, vw.transpose(1, 2), out=dp[:, :, w.split :])
+        if vx is not None:
+            torch.bmm(do, vx.transpose(1, 2), out=dp[:, :, : w.split])
+        ds = _softmax_backward(dp, probs)
+        dsx, dsw = ds[:, :, : w.split], ds[:, :, w.split :]
+        dq = dq5[outer, w.head, rows]
+        torch.bmm(dsw, kw, out=dq)
+        if kx is not None:
+            dq.baddbmm_(dsx, kx)
+        w.scatter(dk5, outer, torch.bmm(dsx.transpose(1, 2), q) if kx is not None else None,
+                  torch.bmm(dsw.transpose(1, 2), q))
+
+
+# ------------------------------------------------------------------------------------------------
+# Gathered executor: every key tile gathered; all batch×head slices at once
+# ------------------------------------------------------------------------------------------------
+
+
+def _gathered_scores(c: _Context, group: RowGroup, sl: slice):
+    """Scores (B'·R, block, S·block) of a chunk, masked, with the gathered queries and keys."""
+    r, s, blk = sl.stop - sl.start, group.slots, c.block
+    tiles_per_head = c.k5.shape[2]
+    rows = group.head[sl] * c.nb + group.row[sl]
+    cols = (group.head[sl, None] * tiles_per_head + group.cols[sl] + c.guard).flatten()
+    d = c.q5.shape[-1]
+    q = c.q5.view(c.outer, c.hm * c.nb, blk, d).index_select(1, rows).view(-1, blk, d)
+    k = c.k5.view(c.outer, -1, blk, d).index_select(1, cols).view(-1, s * blk, d)
+    scores = torch.bmm(q, k.transpose(1, 2))
+    c.add_masks(scores, group, sl)
+    if c.pad_bias is not None:
+        # Padding depends on the batch element only: (B, 1, R, 1, S·block) over heads and queries.
+        keys = c.pad_bias.index_select(1, (group.cols[sl] + c.guard).flatten()).view(c.batch, 1, r, 1, s * blk)
+        scores.view(c.batch, c.outer // c.batch, r, blk, s * blk).add_(keys)
+    return scores, q, k, rows, cols
 
 
 def _forward_gathered(c: _Context, group: RowGroup, out5: Tensor) -> None:
-    geo = c.geo
-    for sl in geo.chunks(group, c.itemsize):
-        scores, _, _ = _chunk_scores(geo, group, sl, c.q5, c.k5, c.mask_bias, c.pad_bias)
-        out = torch.bmm(_softmax(scores, c.safe), _gather_values(c.v5, group, sl))
-        out5[:, group.head[sl], group.row[sl]] = out.view(geo.outer, -1, geo.block, out.shape[-1])
-
-
-def _backward_sliding(c: _Context, group: RowGroup, do5: Tensor, grads: tuple[Tensor, Tensor, Tensor]) -> None:
-    dq5, dk5, dv5 = grads
-    geo, blk = c.geo, c.geo.block
-    for outer in range(geo.outer):
-        dk_tiles = dk5[outer, 0].view(geo.nb, -1)
-        dv_tiles = dv5[outer, 0].view(geo.nb, -1)
-        for sl in geo.chunks(group, c.itemsize, per_outer=True):
-            rows = slice(int(group.row[sl.start]), int(group.row[sl.stop - 1]) + 1)
-            r = rows.stop - rows.start
-            kw, vw = c.windows(c.k5, outer, group, sl), c.windows(c.v5, outer, group, sl)
-            qc, do = c.q5[outer, 0, rows], do5[outer, 0, rows]
-            scores = torch.bmm(qc, kw.transpose(1, 2))
-            c.mask_sliding(scores, outer, group, sl)
-            probs = _softmax(scores, c.safe)
-            tiles = group.cols[sl].flatten()
-            dv_tiles.index_add_(0, tiles, torch.bmm(probs.transpose(1, 2), do).view(r * group.slots, -1))
-            ds = torch._softmax_backward_data(torch.bmm(do, vw.transpose(1, 2)), probs, -1, probs.dtype)
-            torch.bmm(ds, kw, out=dq5[outer, 0, rows])
-            dk_tiles.index_add_(0, tiles, torch.bmm(ds.transpose(1, 2), qc).view(r * group.slots, -1))
-    del blk
+    for sl in c.chunks(range(len(group.row)), group.slots, c.outer):
+        scores, _, _, rows, cols = _gathered_scores(c, group, sl)
+        dv = c.v5.shape[-1]
+        v = c.v5.view(c.outer, -1, c.block, dv).index_select(1, cols).view(-1, group.slots * c.block, dv)
+        out = torch.bmm(_softmax(scores, c.safe), v)
+        out5.view(c.outer, c.hm * c.nb, c.block, dv).index_copy_(1, rows, out.view(c.outer, -1, c.block, dv))
 
 
 def _backward_gathered(c: _Context, group: RowGroup, do5: Tensor, grads: tuple[Tensor, Tensor, Tensor]) -> None:
     dq5, dk5, dv5 = grads
-    geo = c.geo
-    hm, nb, blk = geo.pattern_heads, geo.nb, geo.block
-    dk_flat = dk5.view(geo.outer, hm * nb, -1)
-    dv_flat = dv5.view(geo.outer, hm * nb, -1)
-    for sl in geo.chunks(group, c.itemsize):
-        hs, rs, cs = group.head[sl], group.row[sl], group.cols[sl]
-        r, s = len(rs), group.slots
-        scores, qc, kc = _chunk_scores(geo, group, sl, c.q5, c.k5, c.mask_bias, c.pad_bias)
-        probs = _softmax(scores, c.safe)  # (B'R, block, S·block)
-        do = do5[:, hs, rs].reshape(-1, blk, do5.shape[-1])
-        flat_cols = (hs[:, None] * nb + cs).flatten()
-        dv = torch.bmm(probs.transpose(1, 2), do)  # (B'R, S·block, Dv)
-        dv_flat.index_add_(1, flat_cols, dv.view(geo.outer, r * s, -1))
-        dp = torch.bmm(do, _gather_values(c.v5, group, sl).transpose(1, 2))
-        # dS = P ∘ (dP − rowsum(dP ∘ P)), fused per row
-        ds = torch._softmax_backward_data(dp, probs, -1, probs.dtype)
-        d = qc.shape[-1]
-        dq = torch.bmm(ds, kc.reshape(-1, s * blk, d))
-        dq5[:, hs, rs] = dq.view(geo.outer, r, blk, d)
-        dk = torch.bmm(ds.transpose(1, 2), qc.reshape(-1, blk, d))
-        dk_flat.index_add_(1, flat_cols, dk.view(geo.outer, r * s, -1))
+    blk = c.block
+    for sl in c.chunks(range(len(group.row)), group.slots, c.outer):
+        scores, q, k, rows, cols = _gathered_scores(c, group, sl)
+        probs = _softmax(scores, c.safe)
+        dv = c.v5.shape[-1]
+        v = c.v5.view(c.outer, -1, blk, dv).index_select(1, cols).view(-1, group.slots * blk, dv)
+        do = do5.view(c.outer, c.hm * c.nb, blk, dv).index_select(1, rows).view(-1, blk, dv)
+        per_slot = (c.outer, len(cols), -1)
+        dv5.view(c.outer, -1, blk * dv).index_add_(1, cols, torch.bmm(probs.transpose(1, 2), do).view(per_slot))
+        ds = _softmax_backward(torch.bmm(do, v.transpose(1, 2)), probs)
+        d = q.shape[-1]
+        dq5.view(c.outer, c.hm * c.nb, blk, d).index_copy_(1, rows, torch.bmm(ds, k).view(c.outer, -1, blk, d))
+        dk5.view(c.outer, -1, blk * d).index_add_(1, cols, torch.bmm(ds.transpose(1, 2), q).view(per_slot))
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 class BlockSparseAttention(torch.autograd.Function):
-    """Exact attention over the tiles of a :class:`BlockLayout`; see the module docstring.
-
-    Nothing but the inputs is saved: the backward pass recomputes each chunk's probabilities
-    with the same fused softmax, which costs one extra score product and keeps memory O(chunk).
-    """
+    """Exact attention over the tiles of a :class:`BlockLayout` (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, q, k, v, key_padding_mask, layout: BlockLayout, scale: float):  # type: ignore[override]
         c = _Context(q, k, v, key_padding_mask, layout, scale)
-        # Query tiles that need no key at all are in no group and keep their zeros.
-        out5 = c.q5.new_zeros(*c.q5.shape[:-1], v.shape[-1])
+        out5 = c.rows_buffer(v.shape[-1])
         for group in layout.groups:
-            (_forward_sliding if group.sliding else _forward_gathered)(c, group, out5)
+            (_forward_windowed if group.windowed else _forward_gathered)(c, group, out5)
         ctx.save_for_backward(q, k, v, key_padding_mask)
         ctx.layout, ctx.scale = layout, scale
-        return c.geo.untile(out5, c.n)
+        return c.untile(out5)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         q, k, v, key_padding_mask = ctx.saved_tensors
         c = _Context(q, k, v, key_padding_mask, ctx.layout, ctx.scale)
-        do5 = c.geo.tiles(grad_out)
-        grads = (torch.zeros_like(c.q5), torch.zeros_like(c.k5), torch.zeros_like(c.v5))
+        do5 = c.tiles(grad_out)
+        grads = (c.rows_buffer(q.shape[-1]), torch.zeros_like(c.k5), torch.zeros_like(c.v5))
         for group in ctx.layout.groups:
-            (_backward_sliding if group.sliding else _backward_gathered)(c, group, do5, grads)
+            (_backward_windowed if group.windowed else _backward_gathered)(c, group, do5, grads)
         dq5, dk5, dv5 = grads
-        return c.geo.untile(dq5, c.n) * ctx.scale, c.geo.untile(dk5, c.n), c.geo.untile(dv5, c.n), None, None, None
-
-
-def _mask_bias(layout: BlockLayout, dtype: torch.dtype) -> Tensor:
-    """The mask tiles as additive 0 / -inf scores."""
-    zeros = torch.zeros((), dtype=dtype, device=layout.mask_tiles.device)
-    return torch.where(layout.mask_tiles, zeros, -math.inf)
-
-
-def _padding_bias(key_padding_mask: Tensor | None, geo: _Geometry, dtype: torch.dtype) -> Tensor | None:
-    """(B, nb, block) additive 0 / -inf per key tile from the padding mask (None if no padding)."""
-    if key_padding_mask is None:
-        return None
-    kpm = key_padding_mask
-    if kpm.shape[-1] != geo.padded:
-        kpm = torch.nn.functional.pad(kpm, (0, geo.padded - kpm.shape[-1]), value=False)
-    zeros = torch.zeros((), dtype=dtype, device=kpm.device)
-    return torch.where(kpm, zeros, -math.inf).view(geo.batch, geo.nb, geo.block)
+        return (c.untile(dq5) * ctx.scale, c.untile(dk5, guards=True), c.untile(dv5, guards=True),
+                None, None, None)
 
 
 def block_sparse_attention(

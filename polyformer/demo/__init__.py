@@ -11,6 +11,8 @@ from polyformer.demo.report import Report
 # Each module defines ``add_section(report: Report, quick: bool) -> None``.
 SECTION_MODULES: tuple[str, ...] = (
     "polyformer.demo.attention_section",
+    "polyformer.demo.scaling_section",
+    "polyformer.demo.vision_section",
 )
 
 

@@ -15,6 +15,8 @@ FAMILY_MODULES: dict[str, str] = {
     "gpt2": "polyformer.models.gpt",
     "gpt_neo": "polyformer.models.gpt",
     "gptj": "polyformer.models.gpt",
+    "vit": "polyformer.models.vit",
+    "imagegpt": "polyformer.models.igpt",
 }
 
 _REGISTRY: dict[str, list[type[PretrainedModel]]] = {}

@@ -11,6 +11,8 @@ from polyformer.errors import ConfigError
 # task name -> module that registers it (imported on first use)
 TASK_MODULES: dict[str, str] = {
     "text-generation": "polyformer.pipelines.text_generation",
+    "image-classification": "polyformer.pipelines.image_classification",
+    "image-completion": "polyformer.pipelines.image_completion",
 }
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}

@@ -1,0 +1,1 @@
+"""Loaders of offline data sets and synthetic task generators."""
