@@ -327,3 +327,36 @@ def test_prompt_lookup_refuses_what_it_cannot_do(monkeypatch):
     config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layer=2, n_head=4, attention=_RecomputeAttention.name)
     with pytest.raises(ConfigError, match="caches that can forget"):
         generate(GPTLMHeadModel(config).eval(), ids[:1], prompt_lookup_tokens=4)
+
+
+def test_a_recurrent_mechanism_generates_through_its_own_state():
+    """linear attention keeps a running state, not keys and values: the loop works the same."""
+    config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layer=2, n_head=4, attention="linear")
+    model = _randomise(GPTLMHeadModel(config))
+    assert type(model.new_caches()[0].self_attention).__name__ == "RecurrentState"
+    prompts = _prompts()
+    ids, mask = _left_pad(prompts)
+    batch = generate(model, ids, mask, max_new_tokens=6)
+    for row, prompt in enumerate(prompts):
+        alone = generate(model, prompt[None], max_new_tokens=6)
+        assert alone.new_tokens[0] == batch.new_tokens[row]
+        with torch.no_grad():  # each token is the argmax of a full forward over what came before
+            full = model(alone.sequences).logits[0, len(prompt) - 1 : -1]
+        assert full.argmax(-1).tolist() == alone.new_tokens[0]
+    with pytest.raises(ConfigError, match="caches that can forget"):
+        generate(model, prompts[0][None], prompt_lookup_tokens=3)
+
+
+def test_image_gpt_reuses_the_loop():
+    """iGPT's completion (its own sampler) and the shared loop pick the same pixels."""
+    from polyformer.models.igpt import ImageGPTConfig, ImageGPTForCausalImageModeling
+
+    model = _randomise(ImageGPTForCausalImageModeling(
+        ImageGPTConfig(vocab_size=9, n_positions=16, d_model=32, n_layer=2, n_head=4)))
+    pixels = torch.randint(0, 8, (2, 6))
+    greedy = generate(model, model.with_start_token(pixels), max_new_tokens=10)
+    assert torch.equal(greedy.sequences[:, 1:], model.complete(pixels, total_length=16, temperature=0))
+    sampled = generate(model, model.with_start_token(pixels), max_new_tokens=10, do_sample=True, temperature=0.8,
+                       generator=torch.Generator().manual_seed(5))
+    own = model.complete(pixels, total_length=16, temperature=0.8, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(sampled.sequences[:, 1:], own)
