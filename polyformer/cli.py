@@ -12,6 +12,7 @@ from polyformer.errors import PolyformerError
 COMMAND_MODULES = (
     "polyformer.commands.attention",
     "polyformer.commands.demo",
+    "polyformer.commands.generate",
     "polyformer.commands.scaling",
     "polyformer.commands.vision",
 )

@@ -10,6 +10,7 @@ from polyformer.errors import ConfigError
 
 # task name -> module that registers it (imported on first use)
 TASK_MODULES: dict[str, str] = {
+    "text-generation": "polyformer.pipelines.text_generation",
     "image-classification": "polyformer.pipelines.image_classification",
     "image-completion": "polyformer.pipelines.image_completion",
 }
