@@ -12,9 +12,11 @@ from polyformer.errors import PolyformerError
 COMMAND_MODULES = (
     "polyformer.commands.attention",
     "polyformer.commands.demo",
+    "polyformer.commands.generate",
     "polyformer.commands.scaling",
     "polyformer.commands.data",
     "polyformer.commands.train",
+    "polyformer.commands.vision",
 )
 
 

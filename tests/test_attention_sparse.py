@@ -176,3 +176,15 @@ def test_flex_backend_matches_the_kernel_and_refuses_gradients():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match="forward-only on CPU"):
         flex(q.requires_grad_(), k, v)
+
+
+def test_query_tiles_without_any_key_are_zero_forward_and_backward():
+    pattern = P.from_mask_mod(lambda b, h, q, k: (q < 8) & (k < 8))  # tiles past 8 need no key
+    attn = attention.build("sparse", pattern=pattern, backend="kernel", tile_size=4)
+    for _ in range(3):  # fresh buffers each time; none may carry stale values
+        q, k, v = _inputs(2, 2, 40, 8, torch.float32, 11)
+        out = attn(q, k, v)
+        assert torch.all(out[:, :, 8:] == 0)
+        out.backward(torch.randn_like(out))
+        assert torch.all(q.grad[:, :, 8:] == 0) and not q.grad.isnan().any()
+    _check(attn, q, k, v, False, None, atol=1e-5)

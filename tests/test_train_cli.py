@@ -1,4 +1,4 @@
-"""`polyformer train` in one process, and its refusals of bad input."""
+"""`polyformer train lm` in one process, and its refusals of bad input."""
 
 import json
 
@@ -10,7 +10,7 @@ TINY = '{"d_model": 16, "n_heads": 2, "n_layers": 1, "n_positions": 16}'
 
 
 def _train(tmp_path, *extra):
-    return main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--model",
+    return main(["train", "lm", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--model",
                  "_tiny_lm:build", "--model-config", TINY, "--total-steps", "6", "--warmup-steps", "1",
                  "--batch-size", "2", "--seq-len", "16", "--eval-tokens", "64", "--no-progress", *extra])
 
@@ -28,7 +28,7 @@ def test_train_command_runs_and_resumes(tmp_path, capsys):
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
-    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
+    assert main(["train", "lm", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
     assert "polyformer data prepare" in capsys.readouterr().err
     make_data(tmp_path / "data")
     cases = [
@@ -39,5 +39,5 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     for extra, message in cases:
         assert _train(tmp_path, *extra) == 2
         assert message in capsys.readouterr().err
-    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r2"), "--model", "nope"]) == 2
+    assert main(["train", "lm", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r2"), "--model", "nope"]) == 2
     assert "unknown model family 'nope'" in capsys.readouterr().err

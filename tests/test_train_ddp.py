@@ -15,7 +15,7 @@ from polyformer.train.metrics import read_metrics
 
 def _train(tmp_path, name, *extra):
     command = [
-        sys.executable, "-m", "polyformer", "train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / name),
+        sys.executable, "-m", "polyformer", "train", "lm", "--data", str(tmp_path / "data"), "--out", str(tmp_path / name),
         "--model", "_tiny_lm:build", "--model-config", '{"d_model": 32, "n_layers": 2, "n_positions": 32}',
         "--total-steps", "6", "--warmup-steps", "2", "--seq-len", "16", "--eval-interval", "3",
         "--eval-tokens", "256", "--no-progress", *extra,

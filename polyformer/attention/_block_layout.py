@@ -69,6 +69,8 @@ class BlockLayout:
     may_have_empty_rows: bool  # some query may have no allowed key at all
     guard_before: int = 0  # guard tiles needed before tile 0 / after the last tile by runs
     guard_after: int = 0
+    #: flat (head · nb + row) indices of query tiles without any key tile (their output is zero)
+    keyless_rows: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     @property
     def n_blocks(self) -> int:
@@ -83,7 +85,7 @@ class BlockLayout:
         """The same layout with its index tensors on ``device``."""
         return BlockLayout(self.n, self.block, self.pattern_heads, [g.to(device) for g in self.groups],
                            self.mask_tiles.to(device), self.may_have_empty_rows, self.guard_before,
-                           self.guard_after)
+                           self.guard_after, self.keyless_rows.to(device))
 
 
 def build_layout(pattern: Pattern, n: int, block: int, n_heads: int, causal: bool) -> BlockLayout:
@@ -101,8 +103,10 @@ def build_layout(pattern: Pattern, n: int, block: int, n_heads: int, causal: boo
     nb = classes.shape[-1]
     guard_before = max([0] + [-(int(g.cols.min())) for g in groups if g.windowed])
     guard_after = max([0] + [int(g.cols.max()) - (nb - 1) for g in groups if g.windowed])
+    keyless = ((tile_id >= 0).sum(-1).flatten() == 0).nonzero().flatten()
     return BlockLayout(n, block, classes.shape[0], groups, mask_tiles,
-                       _has_empty_rows(groups, mask_tiles, classes.shape[0], nb, n), guard_before, guard_after)
+                       _has_empty_rows(groups, mask_tiles, classes.shape[0], nb, n), guard_before, guard_after,
+                       keyless)
 
 
 def _resolve_partial_tiles(pattern: Pattern, classes: Tensor, n: int, block: int, causal: bool):

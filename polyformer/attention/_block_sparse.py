@@ -77,6 +77,14 @@ class _Context:
             x = F.pad(x, (0, 0, before, after))
         return x.contiguous().view(self.outer, self.hm, -1, self.block, x.shape[-1])
 
+    def rows_buffer(self, width: int) -> Tensor:
+        """(B', Hm, nb, block, width) for per-query results: every row a group covers is written
+        by the executors, so only query tiles without any key are zeroed."""
+        out = self.q5.new_empty(*self.q5.shape[:-1], width)
+        if len(self.layout.keyless_rows):
+            out.view(self.outer, self.hm * self.nb, -1)[:, self.layout.keyless_rows] = 0
+        return out
+
     def untile(self, x5: Tensor, guards: bool = False) -> Tensor:
         """Inverse of :meth:`tiles`, dropping padding and guards."""
         if guards:
@@ -268,8 +276,7 @@ class BlockSparseAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, key_padding_mask, layout: BlockLayout, scale: float):  # type: ignore[override]
         c = _Context(q, k, v, key_padding_mask, layout, scale)
-        # Query tiles that need no key at all are in no group and keep their zeros.
-        out5 = c.q5.new_zeros(*c.q5.shape[:-1], v.shape[-1])
+        out5 = c.rows_buffer(v.shape[-1])
         for group in layout.groups:
             (_forward_windowed if group.windowed else _forward_gathered)(c, group, out5)
         ctx.save_for_backward(q, k, v, key_padding_mask)
@@ -281,7 +288,7 @@ class BlockSparseAttention(torch.autograd.Function):
         q, k, v, key_padding_mask = ctx.saved_tensors
         c = _Context(q, k, v, key_padding_mask, ctx.layout, ctx.scale)
         do5 = c.tiles(grad_out)
-        grads = (torch.zeros_like(c.q5), torch.zeros_like(c.k5), torch.zeros_like(c.v5))
+        grads = (c.rows_buffer(q.shape[-1]), torch.zeros_like(c.k5), torch.zeros_like(c.v5))
         for group in ctx.layout.groups:
             (_backward_windowed if group.windowed else _backward_gathered)(c, group, do5, grads)
         dq5, dk5, dv5 = grads

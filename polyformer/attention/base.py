@@ -35,8 +35,15 @@ class NoOptions:
 class AttentionCache:
     """State a mechanism keeps between decoding steps (one per layer)."""
 
+    #: whether :meth:`crop` can forget the latest positions (False for running states)
+    can_crop: bool = False
+
     def __len__(self) -> int:  # number of positions seen so far
         raise NotImplementedError
+
+    def crop(self, length: int) -> None:
+        """Keep only the first ``length`` positions (speculative decoding rolls back rejected tokens)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot forget positions")
 
 
 class KVCache(AttentionCache):
@@ -74,6 +81,14 @@ class KVCache(AttentionCache):
         self._v[:, :, self._length : new_length] = v  # type: ignore[index]
         self._length = new_length
         return self._k[:, :, :new_length], self._v[:, :, :new_length]  # type: ignore[index]
+
+    can_crop = True
+
+    def crop(self, length: int) -> None:
+        """Keep only the first ``length`` positions; the buffer is kept for reuse."""
+        if not 0 <= length <= self._length:
+            raise ShapeError(f"KVCache.crop: length must be in [0, {self._length}], got {length}")
+        self._length = length
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (e.g. to drop finished sequences)."""

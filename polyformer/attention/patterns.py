@@ -66,6 +66,11 @@ class Pattern:
         """The tile size the sparse kernel should use for this pattern by default."""
         return 128
 
+    def key_lists(self, n: int, n_heads: int) -> Tensor | None:
+        """(1 or n_heads, n, r) explicit keys per query (-1 = none) for patterns better served by
+        gathering keys than by tiles (scattered single keys); None for tile-friendly patterns."""
+        return None
+
     # -- derived ---------------------------------------------------------------------------------
     def dense(self, n: int, n_heads: int | None = None) -> Tensor:
         """The (n, n) bool mask, True = attend; ``(n_heads, n, n)`` when ``n_heads`` is given."""
@@ -355,6 +360,12 @@ class Random(Pattern):
         known = self._stacks.get(n)
         if known is None or known.shape[0] < heads:
             self._stacks[n] = torch.stack([self.table(n, i) for i in range(heads)])  # (Hr, units, count)
+
+    def key_lists(self, n, n_heads):
+        if self.unit != 1:
+            return None  # block draws are tile-friendly
+        self.prepare(n, n_heads)
+        return self._stacks[n]
 
     def _tables_for(self, h: Tensor, n: int) -> Tensor:
         # No data-dependent Python here (FlexAttention vmaps this): callers prepare() first.

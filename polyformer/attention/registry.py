@@ -16,6 +16,10 @@ _REGISTRY: dict[str, type[AttentionMechanism]] = {}
 _BUILTIN_MODULES = (
     "polyformer.attention.dense",
     "polyformer.attention.sparse",
+    "polyformer.attention.linear",
+    "polyformer.attention.lsh",
+    "polyformer.attention.performer",
+    "polyformer.attention.memory_efficient",
 )
 _loaded = False
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from polyformer.attention._block_sparse import BlockLayout, block_sparse_attention, build_layout
+from polyformer.attention._key_list import key_list_attention
 from polyformer.attention.base import AttentionMechanism
 from polyformer.attention.composites import bigbird, longformer
 from polyformer.attention.patterns import Band, BlockLocal, Dilated, Global, Pattern, Random
@@ -95,6 +96,10 @@ class PatternAttention(AttentionMechanism):
         if backend == "auto":
             backend = "kernel" if self_attention and n_k > self.options.dense_below else "dense"
         if backend == "kernel":
+            if self_attention and (keys := self.pattern.key_lists(n_k, h)) is not None:
+                keys = keys.to(q.device)
+                return key_list_attention(q, k, v, keys, scale=scale, causal=causal,
+                                          key_padding_mask=key_padding_mask)
             if not self_attention:
                 raise ConfigError(
                     f"attention {self.name!r}: the sparse kernel computes self-attention (queries and keys "

@@ -40,7 +40,7 @@ LONGFORMER_GLOBAL = tuple(range(8))
 
 
 def default_cases(max_dense_n: int = 16384, hf: bool = True) -> list[Case]:
-    """The foundation issue's benchmark: baselines, the targets' configurations and every atom."""
+    """Baselines, the configurations of the issues' targets, every atom and the approximate mechanisms."""
     cases = [
         Case("dense causal", causal=True, max_n=max_dense_n),
         Case("dense", max_n=max_dense_n),
@@ -58,6 +58,14 @@ def default_cases(max_dense_n: int = 16384, hf: bool = True) -> list[Case]:
         Case("random 32", "random", {"count": 32}, baseline="dense"),
         Case("block_local 512", "block_local", {"size": 512}, baseline="dense"),
         Case("global 8", "global", {"tokens": LONGFORMER_GLOBAL}, baseline="dense"),
+        Case("memory_efficient alibi", "memory_efficient", {"score_mod": "alibi"}, baseline="dense"),
+        # approximate mechanisms (issue 3); lsh with reformer-pytorch's benchmark settings
+        Case("lsh bucket 64 x8 shared-qk", "lsh", {"bucket_size": 64, "n_hashes": 8, "shared_qk": True},
+             baseline="dense"),
+        Case("linear causal", "linear", causal=True, baseline="dense causal"),
+        Case("linear", "linear", baseline="dense"),
+        Case("performer", "performer", baseline="dense"),
+        Case("performer causal", "performer", causal=True, baseline="dense causal"),
     ]
     if hf and _transformers_available():
         cases += [

@@ -1,8 +1,11 @@
-"""``polyformer train``: train a model on a prepared token folder, in one process or under torchrun.
+"""``polyformer train``: the group of training recipes, and its ``lm`` recipe.
 
-Every field of :class:`~polyformer.train.TrainConfig` is an option (``--total-steps``, ``--lr``,
-``--bf16`` ...); ``--nproc 2`` runs data-parallel over two processes (DDP, gloo). A run that was
-stopped is resumed from its newest good checkpoint by running the same command again.
+``polyformer train lm`` trains a language model on a prepared token folder, in one process or
+under torchrun. Every field of :class:`~polyformer.train.TrainConfig` is an option
+(``--total-steps``, ``--lr``, ``--bf16`` ...); ``--nproc 2`` runs data-parallel over two
+processes (DDP, gloo). A run that was stopped is resumed from its newest good checkpoint by
+running the same command again. Other modules add their recipes to the same group
+(``polyformer train vit-mnist`` ...).
 """
 
 from __future__ import annotations
@@ -16,11 +19,25 @@ from typing import Any
 from polyformer.errors import ConfigError
 
 
+def train_group(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The recipe sub-commands of ``polyformer train`` (made here unless another module made them)."""
+    train = subparsers.choices.get("train")
+    if train is None:
+        train = subparsers.add_parser("train", help="train a model: lm (a language model on a token folder), "
+                                      "and other recipes (see `polyformer train --help`)")
+        train.set_defaults(func=lambda args: (train.print_help(), 2)[1])
+        train.recipes = train.add_subparsers(dest="recipe", metavar="RECIPE")  # type: ignore[attr-defined]
+    recipes = getattr(train, "recipes", None)
+    if recipes is None:
+        raise ConfigError("another command defines `polyformer train` without recipe sub-commands")
+    return recipes
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from polyformer.train.config import TrainConfig
 
-    parser = subparsers.add_parser(
-        "train",
+    parser = train_group(subparsers).add_parser(
+        "lm",
         help="train a language model on a prepared token folder (checkpoints, exact resume, DDP)",
         description="Train on a folder made by `polyformer data prepare`. Re-running the same command "
         "resumes from the newest good checkpoint in --out.",

@@ -56,6 +56,8 @@ class Rule:
     ours: str | tuple[str, ...]
     to_ours: ToOurs | None = None
     to_hf: ToHF | None = None
+    #: False for keys outside the base model (e.g. ``lm_head.weight``): saved without the prefix
+    prefixed: bool = True
 
     @property
     def our_keys(self) -> tuple[str, ...]:
@@ -127,7 +129,9 @@ class KeyMap:
                 tensors = [our_state[k] for k in keys]
                 used.update(keys)
                 hf_key = _fill(rule.hf, match.groups())
-                out[prefix + hf_key if not hf_key.startswith(prefix) else hf_key] = (
+                if rule.prefixed and not hf_key.startswith(prefix):
+                    hf_key = prefix + hf_key
+                out[hf_key] = (
                     rule.to_hf(tensors) if rule.to_hf else tensors[0]
                 )
         missing = sorted(set(our_state) - used)

@@ -1,4 +1,4 @@
-"""Data: offline corpora, tokenizers, and memory-mapped token files for training."""
+"""Data: offline corpora and data sets (text, MNIST), tokenizers, memory-mapped token files."""
 
 from polyformer.data.corpus import Document, fetch_corpus, list_corpora, load_corpus
 from polyformer.data.prepare import Dataset, PrepareOptions, open_dataset, prepare_corpus

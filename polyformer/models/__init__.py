@@ -11,7 +11,13 @@ from polyformer.errors import CheckpointError
 from polyformer.models.base import PretrainedModel
 
 # Hugging Face model_type -> module defining its families (imported on first use).
-FAMILY_MODULES: dict[str, str] = {}
+FAMILY_MODULES: dict[str, str] = {
+    "gpt2": "polyformer.models.gpt",
+    "gpt_neo": "polyformer.models.gpt",
+    "gptj": "polyformer.models.gpt",
+    "vit": "polyformer.models.vit",
+    "imagegpt": "polyformer.models.igpt",
+}
 
 _REGISTRY: dict[str, list[type[PretrainedModel]]] = {}
 

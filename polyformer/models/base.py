@@ -65,6 +65,15 @@ class PretrainedModel(nn.Module):
         config = cls.config_class.from_hf(raw)
         if attention is not None:
             config = config.with_attention(AttentionSpec.coerce(attention))
+        return cls.from_config_and_weights(config, path, dtype=dtype)
+
+    @classmethod
+    def from_config_and_weights(cls, config: Any, path: str | Path, *, dtype: torch.dtype | None = None):
+        """Build ``cls(config)`` and load the weights in folder ``path`` into it.
+
+        Families whose ``from_pretrained`` takes more options than ``attention`` build their config
+        and finish with this; every missing, unexpected or mis-shaped weight is named.
+        """
         model = cls(config)
         hf_state, source = load_state_dict(path)
         state, unexpected = cls.key_map(config).to_ours(hf_state)

@@ -9,7 +9,11 @@ from typing import Any, Callable
 from polyformer.errors import ConfigError
 
 # task name -> module that registers it (imported on first use)
-TASK_MODULES: dict[str, str] = {}
+TASK_MODULES: dict[str, str] = {
+    "text-generation": "polyformer.pipelines.text_generation",
+    "image-classification": "polyformer.pipelines.image_classification",
+    "image-completion": "polyformer.pipelines.image_completion",
+}
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}
 

@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m polyformer.train LAUNCH.json  (written by `polyformer train`)", file=sys.stderr)
+        print("usage: python -m polyformer.train LAUNCH.json  (written by `polyformer train lm`)", file=sys.stderr)
         return 2
     try:
         result = run_launch(read_launch(argv[0]))

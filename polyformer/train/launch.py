@@ -1,6 +1,6 @@
 """A training job as one JSON file, so that every torchrun worker reads the same description.
 
-``polyformer train`` writes ``<out_dir>/launch.json`` and either runs it in-process or starts
+``polyformer train lm`` writes ``<out_dir>/launch.json`` and either runs it in-process or starts
 ``torchrun -m polyformer.train <out_dir>/launch.json`` with one process per rank.
 """
 

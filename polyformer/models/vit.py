@@ -1,0 +1,397 @@
+"""ViT (Dosovitskiy et al. 2020): an image cut into patches, embedded like tokens, read by an encoder.
+
+An image (B, C, H, W) is cut into non-overlapping ``patch_size`` × ``patch_size`` patches; each
+patch is flattened and projected to ``d_model`` (a strided convolution), a learned class token is
+put in front, learned position embeddings are added, and a pre-norm
+:class:`~polyformer.transformer.Encoder` reads the sequence. The classifier reads the final class
+token. Position tables are interpolated (bicubic, as Hugging Face's ``interpolate_pos_encoding``)
+when an image's patch grid differs from the one the model was trained on.
+
+>>> config = ViTConfig(image_size=32, patch_size=8, d_model=32, n_layers=2, n_heads=4, d_ff=64, num_labels=3)
+>>> model = ViTForImageClassification(config).eval()
+>>> model(torch.randn(2, 3, 32, 32)).logits.shape
+torch.Size([2, 3])
+
+Loads and saves Hugging Face ``ViTForImageClassification`` and ``ViTModel`` folders; any registered
+attention mechanism can replace the dense one (``config.with_attention("bigbird")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polyformer.attention import AttentionSpec
+from polyformer.convert.checkpoint import load_state_dict, read_config
+from polyformer.convert.keymap import KeyMap, check_state_dict
+from polyformer.errors import CheckpointError, ConfigError, ShapeError
+from polyformer.layers import resize_positions_2d
+from polyformer.models import register_model
+from polyformer.models._folders import write_hf_folder
+from polyformer.models._labels import check_head_rows, labels_to_hf, parse_id2label, resolve_labels
+from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
+from polyformer.models.vit_convert import vit_classifier_key_map, vit_model_key_map
+from polyformer.options import require
+from polyformer.transformer import Encoder, TransformerConfig
+
+__all__ = ["ImageClassifierOutput", "ViTConfig", "ViTEmbeddings", "ViTForImageClassification", "ViTModel", "ViTOutput"]
+
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class ViTConfig:
+    """Sizes and switches of a ViT; a plain dataclass.
+
+    Input: ``image_size`` (int or (height, width): the size the position table was trained for),
+    ``patch_size`` (int or (height, width)), ``num_channels`` (3 for RGB, 1 for grayscale).
+    Encoder: ``d_model`` (HF ``hidden_size``), ``n_layers``, ``n_heads``, ``d_ff`` (MLP width),
+    ``activation``, ``norm_eps``, ``qkv_bias``, ``dropout``, ``attention`` (the mechanism of every
+    layer: a name, spec or ``{"name", "options"}``).
+    Head: ``num_labels`` / ``id2label`` (class names; either one), ``problem_type`` (None = decided by
+    the labels, as Hugging Face does).
+    """
+
+    image_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    num_channels: int = 3
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: str = "gelu"
+    norm_eps: float = 1e-12
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    attention: AttentionSpec = field(default_factory=AttentionSpec)
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    problem_type: str | None = None
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        self.attention = AttentionSpec.coerce(self.attention)
+        self.image_size = _pair(self.image_size, "image_size")
+        self.patch_size = _pair(self.patch_size, "patch_size")
+        self.id2label = resolve_labels(self.num_labels, self.id2label, "ViTConfig")
+        self.num_labels = len(self.id2label)
+        self._validate()
+        self.transformer_config()  # checks activation, mechanism name and options now
+
+    # -- derived ----------------------------------------------------------------------------------
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patches per column and per row at ``image_size``."""
+        return self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1]
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def transformer_config(self) -> TransformerConfig:
+        """The core's config of the encoder (pre-norm, final norm, HF's ``layer_norm_eps``)."""
+        return TransformerConfig(
+            d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
+            norm_eps=self.norm_eps, activation=self.activation, qkv_bias=self.qkv_bias,
+            attention=self.attention, dropout=self.dropout,
+        )
+
+    def with_attention(self, attention: AttentionSpec | str | dict) -> "ViTConfig":
+        """A copy whose every layer uses ``attention`` (e.g. ``"bigbird"`` for large images)."""
+        return dataclasses.replace(self, attention=AttentionSpec.coerce(attention))
+
+    def _validate(self) -> None:
+        for name in ("num_channels", "d_model", "n_layers", "n_heads", "d_ff"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                    f"ViTConfig.{name} must be a positive integer, got {value!r}")
+        require(self.d_model % self.n_heads == 0,
+                f"ViTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        require(all(i >= p for i, p in zip(self.image_size, self.patch_size)),
+                f"ViTConfig.image_size {self.image_size} must be at least patch_size {self.patch_size}")
+        require(self.problem_type is None or self.problem_type in PROBLEM_TYPES,
+                f"ViTConfig.problem_type must be null or one of {', '.join(PROBLEM_TYPES)}, got {self.problem_type!r}")
+
+    # -- Hugging Face config.json -------------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, raw: dict[str, Any], where: str = "config.json") -> "ViTConfig":
+        """The config of a Hugging Face ViT ``config.json``."""
+        if raw.get("model_type") != "vit":
+            raise CheckpointError(f"{where}: model_type {raw.get('model_type')!r} is not 'vit'")
+        own = raw.get(POLYFORMER_KEY) or {}
+        try:
+            return cls(
+                image_size=_hf_size(raw.get("image_size", 224)), patch_size=_hf_size(raw.get("patch_size", 16)),
+                num_channels=raw.get("num_channels", 3), d_model=raw.get("hidden_size", 768),
+                n_layers=raw.get("num_hidden_layers", 12), n_heads=raw.get("num_attention_heads", 12),
+                d_ff=raw.get("intermediate_size", 3072), activation=raw.get("hidden_act", "gelu"),
+                norm_eps=raw.get("layer_norm_eps", 1e-12), qkv_bias=raw.get("qkv_bias", True),
+                dropout=raw.get("hidden_dropout_prob", 0.0), attention=own.get("attention") or AttentionSpec(),
+                num_labels=None if raw.get("id2label") else raw.get("num_labels"),
+                id2label=parse_id2label(raw, where), problem_type=raw.get("problem_type"),
+                initializer_range=raw.get("initializer_range", 0.02),
+            )
+        except ConfigError as error:
+            raise CheckpointError(f"{where}: {error}") from None
+
+    def to_hf(self, architecture: str = "ViTForImageClassification") -> dict[str, Any]:
+        """A Hugging Face ``config.json`` (a non-dense mechanism is kept under ``"polyformer"``)."""
+        out: dict[str, Any] = {
+            "model_type": "vit",
+            "architectures": [architecture],
+            "image_size": _to_hf_size(self.image_size),
+            "patch_size": _to_hf_size(self.patch_size),
+            "num_channels": self.num_channels,
+            "hidden_size": self.d_model,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "intermediate_size": self.d_ff,
+            "hidden_act": self.activation,
+            "layer_norm_eps": self.norm_eps,
+            "qkv_bias": self.qkv_bias,
+            "hidden_dropout_prob": self.dropout,
+            "attention_probs_dropout_prob": 0.0,
+            "initializer_range": self.initializer_range,
+            "encoder_stride": self.patch_size[0],
+            **labels_to_hf(self.id2label or {}),
+        }
+        if self.problem_type is not None:
+            out["problem_type"] = self.problem_type
+        if self.attention != AttentionSpec():
+            out[POLYFORMER_KEY] = {"attention": {"name": self.attention.name, "options": dict(self.attention.options)}}
+        return out
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        pair = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"ViTConfig.{name} must be an int or (height, width), got {value!r}") from None
+    require(len(pair) == 2 and min(pair) > 0, f"ViTConfig.{name} must be positive (height, width), got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _hf_size(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _to_hf_size(pair: tuple[int, int]) -> int | list[int]:
+    return pair[0] if pair[0] == pair[1] else list(pair)
+
+
+# ------------------------------------------------------------------------------------------------
+# Modules
+# ------------------------------------------------------------------------------------------------
+class ViTEmbeddings(nn.Module):
+    """Patches -> vectors, a class token in front, learned positions added (interpolated when needed)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.grid = config.grid
+        self.patch_size = config.patch_size
+        self.num_channels = config.num_channels
+        self.projection = nn.Conv2d(config.num_channels, config.d_model, config.patch_size, stride=config.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.d_model))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.d_model))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def positions_for(self, grid: tuple[int, int]) -> Tensor:
+        """The (1, 1 + gh·gw, d) table for a ``grid`` of patches: the trained one, or interpolated."""
+        if grid == self.grid:
+            return self.position_embeddings
+        return resize_positions_2d(self.position_embeddings, grid, old_grid=self.grid, num_prefix_tokens=1)
+
+    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True) -> Tensor:
+        """(B, C, H, W) -> (B, 1 + (H/p)·(W/p), d); a border smaller than a patch is dropped."""
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != self.num_channels:
+            raise ShapeError(
+                f"ViT: pixel_values must be (batch, channels={self.num_channels}, height, width), got "
+                f"{tuple(pixel_values.shape)}; use polyformer.processors.ImageProcessor to prepare images"
+            )
+        height, width = pixel_values.shape[-2:]
+        if height < self.patch_size[0] or width < self.patch_size[1]:
+            raise ShapeError(f"ViT: image {height}x{width} is smaller than one patch {self.patch_size}")
+        x = self.projection(pixel_values.to(self.projection.weight.dtype))  # (B, d, gh, gw)
+        grid = (x.shape[-2], x.shape[-1])
+        if grid != self.grid and not interpolate_pos_encoding:
+            raise ShapeError(
+                f"ViT: a {height}x{width} image gives a {grid} patch grid but the model was trained on "
+                f"{self.grid}; pass interpolate_pos_encoding=True or resize the image"
+            )
+        x = x.flatten(2).transpose(1, 2)  # (B, gh·gw, d)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, d)
+        x = torch.cat((cls, x), dim=1) + self.positions_for(grid)  # (B, 1 + gh·gw, d)
+        return self.dropout(x)
+
+
+class _ViTBackbone(nn.Module):
+    """Embeddings and the encoder (whose ``final_norm`` is Hugging Face's ``vit.layernorm``)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.embeddings = ViTEmbeddings(config)
+        self.encoder = Encoder(config.transformer_config())
+
+    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True) -> Tensor:
+        h = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, d)
+        return self.encoder(h)  # (B, N, d)
+
+
+def init_vit_weights(model: nn.Module, std: float) -> None:
+    """Hugging Face's ViT initialisation: truncated N(0, std) for projections, tokens and positions."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, ViTEmbeddings):
+            nn.init.trunc_normal_(module.cls_token, std=std)
+            nn.init.trunc_normal_(module.position_embeddings, std=std)
+
+
+@dataclass
+class ImageClassifierOutput:
+    """``logits`` (B, num_labels); ``loss`` when labels were given."""
+
+    logits: Tensor
+    loss: Tensor | None = None
+
+
+@dataclass
+class ViTOutput:
+    """``last_hidden_state`` (B, 1 + patches, d); ``pooler_output`` (B, d) when the model has a pooler."""
+
+    last_hidden_state: Tensor
+    pooler_output: Tensor | None = None
+
+
+def classification_loss(logits: Tensor, labels: Tensor, problem_type: str | None) -> Tensor:
+    """Hugging Face's rule: regression (MSE) for one output, cross-entropy for integer labels, else BCE."""
+    num_labels = logits.shape[-1]
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int32, torch.int16, torch.uint8):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float().reshape(logits.shape[:-1]))
+    if problem_type == "single_label_classification":
+        return F.cross_entropy(logits.float(), labels.reshape(-1).long())
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+class ViTForImageClassification(PretrainedModel):
+    """ViT with a linear classifier on the final class token (Hugging Face ``ViTForImageClassification``).
+
+    Parameter names: ``vit.embeddings.*``, ``vit.encoder.layers.{i}.*`` (the core's names),
+    ``vit.encoder.final_norm``, ``classifier``.
+    """
+
+    model_type: ClassVar[str] = "vit"
+    architectures: ClassVar[tuple[str, ...]] = ("ViTForImageClassification",)
+    config_class: ClassVar[type] = ViTConfig
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__(config)
+        self.vit = _ViTBackbone(config)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        init_vit_weights(self, config.initializer_range)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(self.config.id2label)
+
+    def forward(
+        self, pixel_values: Tensor, labels: Tensor | None = None, interpolate_pos_encoding: bool = True
+    ) -> ImageClassifierOutput:
+        """Class scores for ``pixel_values`` (B, C, H, W); ``loss`` when ``labels`` are given."""
+        h = self.vit(pixel_values, interpolate_pos_encoding)  # (B, N, d)
+        logits = self.classifier(h[:, 0])  # (B, num_labels)
+        loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
+        return ImageClassifierOutput(logits=logits, loss=loss)
+
+    @classmethod
+    def key_map(cls, config: ViTConfig) -> KeyMap:
+        return vit_classifier_key_map()
+
+    def complete_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        # A label map that does not fit the head is named as such, not as a mis-shaped weight.
+        head = state.get("classifier.weight")
+        if head is not None:
+            check_head_rows(head.shape[0], self.config.id2label, "classifier.weight", "checkpoint")
+        return state
+
+
+class ViTModel(PretrainedModel):
+    """The ViT encoder without a head (Hugging Face ``ViTModel``), with the optional tanh pooler."""
+
+    model_type: ClassVar[str] = "vit"
+    architectures: ClassVar[tuple[str, ...]] = ("ViTModel",)
+    config_class: ClassVar[type] = ViTConfig
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = ViTEmbeddings(config)
+        self.encoder = Encoder(config.transformer_config())
+        self.pooler = nn.Linear(config.d_model, config.d_model) if add_pooling_layer else None
+        init_vit_weights(self, config.initializer_range)
+
+    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True) -> ViTOutput:
+        """Hidden states of every token, and ``tanh(pooler(class token))`` when there is a pooler."""
+        h = self.encoder(self.embeddings(pixel_values, interpolate_pos_encoding))  # (B, N, d)
+        pooled = torch.tanh(self.pooler(h[:, 0])) if self.pooler is not None else None  # (B, d)
+        return ViTOutput(last_hidden_state=h, pooler_output=pooled)
+
+    @classmethod
+    def key_map(cls, config: ViTConfig, pooler: bool = True) -> KeyMap:
+        return vit_model_key_map(pooler)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        attention: AttentionSpec | str | dict | None = None,
+        dtype: torch.dtype | None = None,
+        add_pooling_layer: bool | None = None,
+    ) -> "ViTModel":
+        """Load a ``ViTModel`` folder; the pooler is built when the checkpoint has one (or as told)."""
+        config = ViTConfig.from_hf(read_config(path), str(Path(path) / "config.json"))
+        if attention is not None:
+            config = config.with_attention(attention)
+        hf_state, source = load_state_dict(path)
+        if add_pooling_layer is None:
+            add_pooling_layer = any(k.endswith("pooler.dense.weight") for k in hf_state)
+        model = cls(config, add_pooling_layer=add_pooling_layer)
+        state, unexpected = cls.key_map(config, add_pooling_layer).to_ours(hf_state)
+        check_state_dict(model, state, unexpected, str(source))
+        model.load_state_dict(state, strict=True)
+        if dtype is not None:
+            model = model.to(dtype)
+        return model.eval()
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write a Hugging Face ``ViTModel`` folder (``config.json`` + ``model.safetensors``)."""
+        hf_state = vit_model_key_map(self.pooler is not None).to_hf(self.state_dict())
+        return write_hf_folder(path, self.config.to_hf("ViTModel"), hf_state)
+
+
+# The classifier first: a config.json without "architectures" loads as the classifier.
+register_model(ViTForImageClassification)
+register_model(ViTModel)

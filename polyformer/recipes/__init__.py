@@ -1,0 +1,1 @@
+"""Training recipes: complete, measured runs that prove a model family learns."""
