@@ -65,9 +65,17 @@ CREATE TABLE IF NOT EXISTS curve (
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs the same run: the model and the training config."""
+    """What makes two runs the same run: the model and the training fields that change results
+    (not where checkpoints go or how often they are written)."""
+    from polyformer.train.config import RESUME_FREE_FIELDS
+
     keys = [k for k in ("model", "train") if k in config]
-    return json.loads(json.dumps({k: config[k] for k in keys} if keys else config, sort_keys=True))
+    if not keys:
+        return config
+    out = {k: config[k] for k in keys}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k not in RESUME_FREE_FIELDS}
+    return json.loads(json.dumps(out, sort_keys=True))
 
 
 def _now() -> str:

@@ -27,6 +27,7 @@ from polyformer.errors import ConfigError, PolyformerError
 from polyformer.options import make_options, require
 from polyformer.scaling.store import RunRecord, RunStore
 from polyformer.train import ModelSpec, TrainConfig, build_model, count_parameters, seed_everything, train
+from polyformer.train.config import RESUME_FREE_FIELDS
 from polyformer.train.metrics import read_metrics
 
 
@@ -165,7 +166,8 @@ class PlannedRun:
         return 3.0 * self.tokens * (2.0 * self.params_non_embedding + context)
 
     def store_config(self) -> dict[str, Any]:
-        train = {k: v for k, v in self.train.to_dict().items() if k not in ("out_dir", "progress")}
+        """The run's identity in the store: model spec and the training fields that change results."""
+        train = {k: v for k, v in self.train.to_dict().items() if k not in RESUME_FREE_FIELDS}
         return {"model": self.spec.to_dict(), "train": train}
 
 
