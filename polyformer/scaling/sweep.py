@@ -236,7 +236,6 @@ def run_sweep(plan: SweepPlan, data: str | Path, store_path: str | Path, sweep: 
             log(f"[{index}/{len(planned)}] {run.name}: N={run.params_non_embedding:,} (non-embedding), "
                 f"D={run.tokens:,} tokens, C={run.flops:.3g} FLOPs, {run.train.total_steps} steps")
             store.mark_running(run_id)
-            start = time.perf_counter()
             try:
                 result = train(run.spec, dataset.train.tokens, dataset.val.tokens, dataset.vocab_size,
                                run.train.replace(progress=progress), resume=True,
@@ -247,9 +246,11 @@ def run_sweep(plan: SweepPlan, data: str | Path, store_path: str | Path, sweep: 
                 log(f"    failed: {error}")
                 continue
             curve = curve_from_metrics(Path(run.train.out_dir) / "metrics.jsonl")
-            store.finish_run(run_id, result.final_val_loss, curve, time.perf_counter() - start)
+            # result.seconds: wall time of the run summed over resumptions (a killed stretch after
+            # the last checkpoint is not counted)
+            store.finish_run(run_id, result.final_val_loss, curve, result.seconds)
             trained.append(run.name)
-            log(f"    validation loss {result.final_val_loss:.4f} ({time.perf_counter() - start:.0f} s)")
+            log(f"    validation loss {result.final_val_loss:.4f} ({result.seconds:.0f} s)")
         records = store.runs(sweep=sweep)
     return SweepResult(sweep, records, trained, skipped, failed, time.perf_counter() - began)
 
