@@ -24,7 +24,7 @@ FAKE = [
     record("bigbird", "bigbird", 1024, 800.0, 300.0, 2.0, lra="BigBird", min_ratio=2.0),
     record("dense (SDPA)", "dense", 4096, 16000.0, 2000.0, 1.0, cpu=8000.0, lra="Transformer"),
     record("local", "sliding_window", 4096, 4000.0, 200.0, 4.0, cpu=3000.0, lra="Local Attention",
-           min_of_bound=0.75),
+           min_of_bound=0.75) | {"flops_attention": 32e9},
     record("bigbird", "bigbird", 4096, 10000.0, 1500.0, 3.0, cpu=4000.0, lra="BigBird", min_ratio=2.0),
     {"label": "lsh", "mechanism": "lsh", "n": 4096, "error": "timed out after 900 s", "lra_model": "Reformer",
      "lra_ratio_4k": 0.8, "min_ratio": 2.0, "min_of_bound": None},
@@ -43,6 +43,10 @@ def test_ratios_against_dense_of_the_same_length():
     assert rows["no attention (floor)", 4096]["ratio"] == pytest.approx(5.0)
     assert rows["dense (SDPA)", 4096]["ratio"] == 1.0
     assert "ratio" not in rows["lsh", 4096]
+    # What attention costs: step time minus the no-attention floor's, and its FLOP rate.
+    assert rows["local", 4096]["attention_s"] == pytest.approx(0.8)
+    assert rows["local", 4096]["attention_gflops"] == pytest.approx(40.0)
+    assert "attention_s" not in rows["local", 1024]  # no floor measured at 1K
     # CPU time as the basis.
     cpu = {(r["label"], r["n"]): r for r in build_rows(FAKE, basis="cpu")}
     assert cpu["bigbird", 4096]["ratio"] == pytest.approx(2.0)
@@ -71,7 +75,7 @@ def test_table_text_has_ratios_bounds_memory_and_the_lra_column():
     local = [line for line in text.splitlines() if line.startswith("local ")]
     assert "2.00x" in local[0] and "(2.50)" in local[0] and "4.00x" in local[0] and "(4.00)" in local[0]
     assert "0.25" in local[1]  # memory relative to dense at 1K
-    assert "100%" in local[2] and "MET" in local[2]
+    assert "100%" in local[2] and "MET" in local[2] and " 0.80 " in local[2] and " 40 " in local[2]
     assert any(line.startswith("lsh") and "timed out" in line for line in text.splitlines())
     assert "At N = 4096" in text
 
@@ -96,7 +100,21 @@ def test_default_cases_follow_the_registry():
 def test_measure_training_step_in_process():
     torch.set_num_threads(1)
     tiny = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64}
-    for mechanism, options in [("sliding_window", {"window": 8, "dense_below": 0}), ("none", {})]:
+    for mechanism, options in [("sliding_window", {"window": 8, "dense_below": 0}), ("none", {}),
+                               ("materialized", {})]:
         result = measure_training_step(mechanism, options, 64, batch=2, model=tiny, warmup=2, steps=2)
         assert result["runs"] == 2 and result["step_ms"] >= result["step_ms_min"] > 0
         assert result["cpu_ms"] > 0 and result["peak_mb"] >= 0 and 0 < result["loss"] < 5
+
+
+def test_stand_in_rows_compute_what_they_claim():
+    from polyformer.bench.lra import STAND_INS
+
+    q, k, v = (torch.randn(1, 2, 6, 4, requires_grad=True) for _ in range(3))
+    assert torch.equal(STAND_INS["none"]()(q, k, v), v)
+    mask = torch.tensor([[True] * 4 + [False] * 2])
+    assert torch.allclose(STAND_INS["materialized"]()(q, k, v, key_padding_mask=mask),
+                          attention.build("dense")(q, k, v, key_padding_mask=mask), atol=1e-6)
+    out = STAND_INS["none"]()(q, k, v)
+    out.sum().backward()
+    assert q.grad is not None and k.grad is not None  # projections of q and k still get gradients

@@ -56,6 +56,8 @@ class LRACase:
     lra_model: str | None = None
     min_ratio: float | None = None
     min_of_bound: float | None = 0.75
+    #: longest length this row is measured at (None = every length)
+    max_n: int | None = None
 
     def __hash__(self) -> int:
         return hash(self.label)
@@ -79,8 +81,11 @@ def default_cases(lsh_hashes: int = 2) -> list[LRACase]:
         LRACase("dense (SDPA)", "dense", {}, "Transformer", min_of_bound=None),
         # LRA's local attention is block-local with 50-token blocks: ~50 keys per query. A window of
         # 32 (|q - k| < 32) gives 63.
-        LRACase("sliding_window w=32", "sliding_window", {"window": 32, **kernel}, "Local Attention"),
-        LRACase("longformer w=512 +CLS", "longformer", {"window": 512, "global_tokens": (0,), **kernel}),
+        # Tiles of 32 (not the default 128) waste fewer of their pairs on such a narrow band.
+        LRACase("sliding_window w=32", "sliding_window", {"window": 32, "tile_size": 32, **kernel},
+                "Local Attention"),
+        LRACase("longformer w=512 +CLS", "longformer",
+                {"window": 512, "global_tokens": (0,), "tile_size": 64, **kernel}),
         LRACase("bigbird 64/3/2/3", "bigbird",
                 {"block_size": 64, "window_blocks": 3, "global_blocks": 2, "random_blocks": 3, **kernel},
                 "BigBird", min_ratio=2.0, min_of_bound=None),
@@ -115,19 +120,22 @@ def measure_training_step(
 ) -> dict[str, Any]:
     """Time ``steps`` training steps (after ``warmup`` untimed ones) of the classifier at length ``n``.
 
-    Called in a fresh process by :func:`run_lra`. ``mechanism="none"`` replaces attention by
-    ``v`` (no attention at all): the time of everything else, a measured floor for any mechanism.
+    Called in a fresh process by :func:`run_lra`. Two names stand for reference rows rather than
+    registered mechanisms: ``"none"`` replaces attention by ``v`` (the time of everything else, a
+    measured floor for any mechanism) and ``"materialized"`` is dense attention that forms the
+    (N, N) probabilities (``reference_attention``), like LRA's vanilla Transformer.
     """
     import torch
 
     from polyformer.models.byte_classifier import ByteClassifier, marker_task, train_step
 
     torch.manual_seed(seed)
-    config = model_config("dense" if mechanism == "none" else mechanism, options, n, model)
+    stand_in = STAND_INS.get(mechanism)
+    config = model_config("dense" if stand_in else mechanism, options, n, model)
     classifier = ByteClassifier(config)
-    if mechanism == "none":
+    if stand_in is not None:
         for layer in classifier.encoder.layers:
-            layer.attn.mechanism = _NoAttention()
+            layer.attn.mechanism = stand_in()
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(seed)
     ids, labels = marker_task(batch, n, generator=generator, cls=True)
@@ -165,6 +173,20 @@ class _NoAttention(nn.Module):
         return v + (q + k) * 0.0  # (B, H, N, D)
 
 
+class _MaterializedAttention(nn.Module):
+    """Dense attention through the (N, N) probability matrix, kept for the backward pass."""
+
+    def forward(self, q, k, v, causal=False, key_padding_mask=None, *, scale=None):
+        from polyformer.attention import reference_attention
+
+        return reference_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+
+
+#: Rows that are not registered mechanisms: each name's module replaces every layer's mechanism.
+STAND_INS: dict[str, type[nn.Module]] = {"none": _NoAttention, "materialized": _MaterializedAttention}
+FLOOR_CASE = LRACase("no attention (floor)", "none", {}, min_of_bound=None)
+
+
 # ------------------------------------------------------------------------------------------------
 # Running
 # ------------------------------------------------------------------------------------------------
@@ -196,19 +218,25 @@ def run_lra(
     steps: int = 3,
     max_seconds: float = 60.0,
     floor: bool = False,
+    materialized_max_n: int = 0,
     progress: bool = True,
     on_record=None,
 ) -> list[dict[str, Any]]:
     """Measure every (case, length) in a fresh process; one record each, dense first at each length.
 
-    ``floor`` adds a "no attention" row per length (attention replaced by ``v``). ``on_record`` is
+    ``floor`` adds a "no attention" row per length (attention replaced by ``v``);
+    ``materialized_max_n`` > 0 adds LRA's vanilla Transformer (dense attention through the (N, N)
+    matrix, whose memory grows as N²) up to that length. ``on_record`` is
     called with each record as it arrives (e.g. to print JSON lines while the run goes on).
     """
     cases, lengths = list(cases), sorted(lengths)
     cases.sort(key=lambda c: c.mechanism != "dense")  # the baseline first at each length
-    jobs = [(case, n) for n in lengths for case in cases]
+    if materialized_max_n > 0:
+        cases.append(LRACase("dense, materialized N² (LRA vanilla)", "materialized", {}, "Transformer",
+                             min_of_bound=None, max_n=materialized_max_n))
     if floor:
-        jobs += [(LRACase("no attention (floor)", "none", {}, min_of_bound=None), n) for n in lengths]
+        cases.append(FLOOR_CASE)
+    jobs = [(case, n) for n in lengths for case in cases if case.max_n is None or n <= case.max_n]
     records: list[dict[str, Any]] = []
     for case, n in tqdm(jobs, desc="lra table", disable=not progress):
         params = dict(mechanism=case.mechanism, options=case.options, n=n, batch=batch, model=model,
@@ -220,7 +248,8 @@ def run_lra(
             "min_ratio": case.min_ratio, "min_of_bound": case.min_of_bound, **result,
         }
         if case.mechanism != "none":
-            record.update(case_flops(case, n, batch=batch, model=model))
+            flops_case = LRACase(case.label, "dense") if case.mechanism == "materialized" else case
+            record.update(case_flops(flops_case, n, batch=batch, model=model))
         records.append(record)
         if on_record is not None:
             on_record(record)
@@ -232,5 +261,5 @@ def records_to_json_lines(records: list[dict[str, Any]]) -> str:
     return "\n".join(json.dumps(r, default=list) for r in records)
 
 
-__all__ = ["BATCH", "LENGTHS", "LRACase", "LRA_RATIOS_4K", "MODEL", "case_flops", "default_cases",
-           "measure_training_step", "model_config", "records_to_json_lines", "run_lra"]
+__all__ = ["BATCH", "FLOOR_CASE", "LENGTHS", "LRACase", "LRA_RATIOS_4K", "MODEL", "STAND_INS", "case_flops",
+           "default_cases", "measure_training_step", "model_config", "records_to_json_lines", "run_lra"]

@@ -19,11 +19,17 @@ BASES = {"wall": "step_ms", "cpu": "cpu_ms"}
 
 def build_rows(records: list[dict[str, Any]], basis: str = "wall") -> list[dict[str, Any]]:
     """Records with ``ratio`` (steps/s over dense), ``of_bound``, ``mem_ratio`` and, at the longest
-    length, ``goal`` / ``met`` added. Records that failed (``error``) are kept without ratios."""
+    length, ``goal`` / ``met`` added. Records that failed (``error``) are kept without ratios.
+
+    With a "no attention" floor record at the same length, ``attention_s`` (step time minus the
+    floor's: what attention costs in the step) and ``attention_gflops`` (its attention FLOPs per
+    second of that time) are added too.
+    """
     if basis not in BASES:
         raise ConfigError(f"basis must be one of {', '.join(BASES)}, got {basis!r}")
     key = BASES[basis]
     dense = {r["n"]: r for r in records if r["mechanism"] == "dense" and key in r}
+    floor = {r["n"]: r for r in records if r["mechanism"] == "none" and key in r}
     longest = max((r["n"] for r in records), default=0)
     rows = []
     for record in records:
@@ -35,7 +41,12 @@ def build_rows(records: list[dict[str, Any]], basis: str = "wall") -> list[dict[
                 row["of_bound"] = row["ratio"] / record["flop_bound"]
             if base.get("peak_mb"):
                 row["mem_ratio"] = record["peak_mb"] / base["peak_mb"]
-        if record["n"] == longest and record["mechanism"] not in ("dense", "none"):
+        below = floor.get(record["n"])
+        if below is not None and key in record and record["mechanism"] != "none":
+            row["attention_s"] = (record[key] - below[key]) / 1e3
+            if row["attention_s"] > 0 and record.get("flops_attention"):
+                row["attention_gflops"] = record["flops_attention"] / row["attention_s"] / 1e9
+        if record["n"] == longest and record["mechanism"] not in ("dense", "none", "materialized"):
             row["goal"], row["met"] = _goal(row)
         rows.append(row)
     return rows
@@ -71,7 +82,7 @@ def format_table(rows: list[dict[str, Any]], basis: str = "wall") -> str:
     lines = [
         f"Training steps/s relative to dense ({basis} time, median step), batch {first.get('batch', '?')}, "
         f"{first.get('threads', '?')} thread(s); in brackets: the FLOP-bound ratio",
-        f"{'mechanism':{width}s} " + " ".join(f"{n:>15d}" for n in lengths) + f" {'LRA @4K':>22s}",
+        f"{'mechanism':{width}s} " + " ".join(f"{n:>15d}" for n in lengths) + "   LRA @4K",
     ]
     for label in labels:
         cells = []
@@ -87,7 +98,7 @@ def format_table(rows: list[dict[str, Any]], basis: str = "wall") -> str:
         any_row = next(r for r in rows if r["label"] == label)
         lra = (f"{any_row['lra_ratio_4k']:.1f}x {any_row['lra_model']}" if any_row.get("lra_ratio_4k") is not None
                else "")
-        lines.append(f"{label:{width}s} " + " ".join(cells) + f" {lra:>22s}")
+        lines.append(f"{label:{width}s} " + " ".join(cells) + f"   {lra}")
 
     lines += ["", "Peak memory (MB, resident-set growth during a training step); in brackets: relative to dense",
               f"{'mechanism':{width}s} " + " ".join(f"{n:>15d}" for n in lengths)]
@@ -103,8 +114,9 @@ def format_table(rows: list[dict[str, Any]], basis: str = "wall") -> str:
         lines.append(f"{label:{width}s} " + " ".join(cells))
 
     header = (f"{'mechanism':{width}s} {'keys/q':>7s} {'step s':>7s} {'ratio':>6s} {'bound':>6s} "
-              f"{'of bound':>8s} {'LRA':>5s} {'peak MB':>8s} {'mem/dense':>9s}  goal")
-    lines += ["", f"At N = {longest} (ratio: measured steps/s over dense; bound: FLOP-bound ratio)", header]
+              f"{'of bound':>8s} {'LRA':>5s} {'peak MB':>8s} {'mem/dense':>9s} {'attn s':>6s} {'GF/s':>5s}  goal")
+    lines += ["", f"At N = {longest} (ratio: measured steps/s over dense; bound: FLOP-bound ratio; attn s: step "
+              "time minus the no-attention floor's, GF/s: attention FLOPs per second of it)", header]
     for label in labels:
         r = by.get((label, longest))
         if r is None:
@@ -117,11 +129,13 @@ def format_table(rows: list[dict[str, Any]], basis: str = "wall") -> str:
         of_bound = f"{r['of_bound']:.0%}" if "of_bound" in r else "-"
         lra = f"{r['lra_ratio_4k']:.1f}" if r.get("lra_ratio_4k") is not None else "-"
         mem = f"{r['mem_ratio']:.2f}" if "mem_ratio" in r else "-"
+        attn = f"{r['attention_s']:.2f}" if "attention_s" in r else "-"
+        gflops = f"{r['attention_gflops']:.0f}" if "attention_gflops" in r else "-"
         goal = ""
         if "goal" in r:
             goal = f"{'MET' if r['met'] else 'missed'}: {r['goal']}"
         lines.append(f"{label:{width}s} {kpq:>7s} {r[BASES[basis]] / 1e3:>7.2f} {r['ratio']:>5.2f}x {bound:>6s} "
-                     f"{of_bound:>8s} {lra:>5s} {r['peak_mb']:>8.0f} {mem:>9s}  {goal}")
+                     f"{of_bound:>8s} {lra:>5s} {r['peak_mb']:>8.0f} {mem:>9s} {attn:>6s} {gflops:>5s}  {goal}")
     return "\n".join(lines)
 
 
