@@ -134,3 +134,12 @@ def test_random_attention_gradients_with_head_views():
                                         allowed=mechanism.pattern.dense(16, 2))
     assert torch.allclose(out, ref, atol=1e-12)
     assert torch.allclose(grad, torch.autograd.grad(ref.sum(), x_ref)[0], atol=1e-12)
+
+
+def test_module_docstring_example():
+    import doctest
+
+    from polyformer.models import byte_classifier
+
+    result = doctest.testmod(byte_classifier)
+    assert result.attempted > 0 and result.failed == 0

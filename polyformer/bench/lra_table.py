@@ -136,7 +136,7 @@ def format_table(rows: list[dict[str, Any]], basis: str = "wall") -> str:
             goal = f"{'MET' if r['met'] else 'missed'}: {r['goal']}"
         lines.append(f"{label:{width}s} {kpq:>7s} {r[BASES[basis]] / 1e3:>7.2f} {r['ratio']:>5.2f}x {bound:>6s} "
                      f"{of_bound:>8s} {lra:>5s} {r['peak_mb']:>8.0f} {mem:>9s} {attn:>6s} {gflops:>5s}  {goal}")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -156,7 +156,8 @@ def encode_bytes(texts: Sequence[bytes | str], length: int, *, cls: bool = False
         data = data[: length - start]
         if cls:
             ids[row, 0] = CLS_ID
-        ids[row, start : start + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).long() if data else 0
+        if data:
+            ids[row, start : start + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
     mask = ids != PAD_ID
     return ids, mask
 
