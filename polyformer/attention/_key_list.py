@@ -72,7 +72,11 @@ class KeyListAttention(torch.autograd.Function):
         q, k, v, key_padding_mask, keys = ctx.saved_tensors
         b, h, n, d = q.shape
         qs = q * ctx.scale
-        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        # Contiguous gradients (zeros_like would copy the strides of k and v, which are often
+        # transposed head views) so that they can be viewed as flat rows for index_add_.
+        dq = torch.empty_like(q)
+        dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
+        dv = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
         dk_rows, dv_rows = dk.view(-1, d), dv.view(-1, v.shape[-1])
         for start, stop in _chunks(n, keys.shape[-1], d, b * h):
             g = _Gather(qs, k, v, keys, key_padding_mask, ctx.causal, start, stop)
