@@ -28,7 +28,7 @@ from pathlib import Path
 
 from polyformer.bench.lra import BATCH, LENGTHS, default_cases, records_to_json_lines, run_lra
 from polyformer.bench.lra_table import build_rows, format_table, plot_rows, summary
-from polyformer.demo.report import atomic_write_text
+from polyformer.files import atomic_write_text
 
 QUICK_MODEL = {"d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 256}
 

@@ -1,6 +1,5 @@
 """The SQLite run store: runs, curves, records for the fitter, transactions that survive kills."""
 
-import os
 import signal
 import sqlite3
 import subprocess

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from polyformer.attention.patterns import Pattern  # noqa: E402
+from polyformer.files import save_figure  # noqa: E402
 
 _CMAP = ListedColormap(["#f4f4f4", "#1f5fa8"])
 
@@ -33,11 +34,7 @@ def draw_pattern(pattern: Pattern, n: int, out: str | Path, *, heads: int = 1, t
         _draw(axes[0, h], pattern, n, h, f"head {h}" if heads > 1 else f"N = {n}")
     fig.suptitle(title or pattern.label, fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def draw_gallery(patterns: Sequence[tuple[str, Pattern]], n: int, out: str | Path, columns: int = 4) -> Path:
@@ -50,8 +47,4 @@ def draw_gallery(patterns: Sequence[tuple[str, Pattern]], n: int, out: str | Pat
         ax.axis("on")
         _draw(ax, pattern, n, 0, name)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from polyformer.bench.measure import run_isolated, time_and_memory
+from polyformer.files import save_figure
 
 PASSES = ("forward", "forward+backward")
 
@@ -269,11 +270,7 @@ def plot_records(records: list[dict[str, Any]], out: str | Path) -> Path:
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("attention mechanisms, B=1 H=8 D=64 fp32 (dashed: baselines)")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def records_to_json_lines(records: list[dict[str, Any]]) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from polyformer.errors import ConfigError
+from polyformer.files import save_figure
 
 #: "Memory far below dense": at most this fraction of dense's peak at the longest length.
 MEMORY_GOAL = 0.5
@@ -177,11 +178,7 @@ def plot_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
         ax.grid(True, alpha=0.3)
     ax_speed.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 __all__ = ["BASES", "MEMORY_GOAL", "build_rows", "format_table", "plot_rows", "summary"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,10 @@ def run_isolated(target: str, params: dict[str, Any], *, threads: int, timeout: 
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode < 0:  # killed by a signal: SIGKILL is nearly always the kernel's OOM killer
+        name = signal.Signals(-proc.returncode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return {"error": f"killed by {name}{hint}"}
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"error": tail[0][:300]}

@@ -81,7 +81,7 @@ def plan_from_args(args: argparse.Namespace):
     """The ladder named by --ladder, with the options given on the command line applied."""
     import dataclasses
 
-    from polyformer.scaling.sweep import LADDERS, ModelSize, SweepPlan, read_plan
+    from polyformer.scaling.sweep import LADDERS, ModelSize, read_plan
 
     if args.ladder in LADDERS:
         plan = LADDERS[args.ladder]()

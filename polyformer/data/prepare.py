@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from polyformer.data.atomic import atomic_write_text
+from polyformer.files import atomic_write_text
 from polyformer.data.corpus import Document
 from polyformer.data.tokenizer import end_of_text_id, load_tokenizer, train_bpe
 from polyformer.data.tokens import TokenFile, open_tokens, write_tokens

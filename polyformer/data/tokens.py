@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from polyformer.data.atomic import atomic_write_bytes
+from polyformer.files import atomic_write_bytes
 from polyformer.errors import DataError
 
 FORMAT = "polyformer-tokens"

@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor
 
 from polyformer.convert.checkpoint import save_state_dict
-from polyformer.demo.report import atomic_write_text
+from polyformer.files import atomic_write_text
 
 
 def write_hf_folder(path: str | Path, hf_config: dict[str, Any], hf_state: dict[str, Tensor]) -> Path:

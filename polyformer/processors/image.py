@@ -333,7 +333,7 @@ class ImageProcessor:
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``folder/preprocessor_config.json`` atomically."""
-        from polyformer.demo.report import atomic_write_text
+        from polyformer.files import atomic_write_text
 
         path = Path(folder) / CONFIG_NAME
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

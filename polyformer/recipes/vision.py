@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from polyformer.attention import AttentionSpec
 from polyformer.data.mnist import MNIST, load_mnist
-from polyformer.demo.report import atomic_write_text
+from polyformer.files import atomic_write_text
 from polyformer.options import require
 
 __all__ = [

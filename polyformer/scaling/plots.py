@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from polyformer.files import save_figure
 from polyformer.scaling.approaches import AllocationFit, IsoflopProfile
 from polyformer.scaling.diagnostics import log_residuals
 from polyformer.scaling.planning import compute_optimal
@@ -25,21 +24,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def save_figure(fig: Any, path: str | Path, dpi: int = 90) -> Path:
-    """Save a matplotlib figure as PNG atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        _pyplot().close(fig)
-    return path
 
 
 def _span(values: np.ndarray, pad: float = 0.0) -> np.ndarray:
@@ -193,7 +177,7 @@ def plot_fit(
     ax.legend(fontsize=8)
     fig.suptitle(title or fit.law.describe(), fontsize=11)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_learning_curves(runs: Runs, extrapolations: Sequence[Any], path: str | Path) -> Path:
@@ -214,4 +198,4 @@ def plot_learning_curves(runs: Runs, extrapolations: Sequence[Any], path: str | 
     _log_axes(ax, runs.values("loss"))
     ax.set(xlabel="step", ylabel="loss", title="learning curves: fitted on the early part (dotted), end predicted (x)")
     ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=90)

@@ -177,7 +177,7 @@ class ScalingFit:
 
     def save(self, path: str | Path) -> None:
         """Write the full JSON (with bootstrap samples) atomically."""
-        from polyformer.demo.report import atomic_write_text
+        from polyformer.files import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from polyformer.errors import DataError
+from polyformer.files import save_figure
 from polyformer.scaling.store import RunStore, read_store_runs
 
 
@@ -118,11 +119,7 @@ def plot_sweep(store: str | Path, path: str | Path, sweep: str | None = None, fi
     left.legend(fontsize=7)
     right.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def _law_label(what: str, law: Any) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polyformer.data.atomic import atomic_write_text, fsync_dir
+from polyformer.files import atomic_write_text, fsync_dir
 from polyformer.errors import CheckpointError
 
 PREFIX = "step-"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polyformer.data.atomic import atomic_write_text
+from polyformer.files import atomic_write_text
 from polyformer.errors import ConfigError
 from polyformer.train.config import TrainConfig
 from polyformer.train.models import ModelSpec

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from polyformer.data.atomic import atomic_write_text
+from polyformer.files import atomic_write_text
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from polyformer.data.atomic import atomic_write_text
+from polyformer.files import atomic_write_text
 from polyformer.errors import CheckpointError, ConfigError, DataError
 from polyformer.train import distributed as D
 from polyformer.train.batches import WindowSampler, eval_windows, read_windows
