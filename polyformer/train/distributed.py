@@ -8,7 +8,6 @@ Without those variables training runs in one process and every helper here is a 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -80,20 +79,17 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
-def free_port() -> int:
-    """A TCP port on the loopback interface that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def torchrun_command(nproc: int, module_args: Sequence[str], port: int | None = None) -> list[str]:
-    """The command that runs ``python -m polyformer.train <module_args>`` on ``nproc`` local processes."""
+    """The command that runs ``python -m polyformer.train <module_args>`` on ``nproc`` local processes.
+
+    Without ``port``, torchrun's standalone rendezvous binds a free port itself: picking one here
+    and passing it on would race with any other process binding ports meanwhile.
+    """
+    where = (["--master_addr", "127.0.0.1", "--master_port", str(port)] if port is not None
+             else ["--standalone"])
     return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1", "--nproc_per_node", str(nproc),
-        "--master_addr", "127.0.0.1", "--master_port", str(port or free_port()),
-        "-m", "polyformer.train", *module_args,
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+        *where, "-m", "polyformer.train", *module_args,
     ]
 
 
