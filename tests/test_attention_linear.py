@@ -170,6 +170,21 @@ def test_feature_map_with_negative_values_is_rejected():
         attn(q, q, q)
 
 
+def test_feature_map_sized_for_the_head_width_builds_and_is_checked_per_call():
+    q, k, v = (t.detach() for t in _inputs())
+    projection = torch.randn(q.shape[-1], 12, generator=torch.Generator().manual_seed(1), dtype=q.dtype)
+
+    def projected(x):  # only takes the real head width: the build-time probe cannot call it
+        return F.elu(x @ projection) + 1
+
+    got = attention.build("linear", feature_map=projected)(q, k, v, causal=True)
+    ref = naive_kernelized(projected(q), projected(k), v, causal=True, key_padding_mask=None, q_offset=0)
+    torch.testing.assert_close(got, ref)
+    signed = attention.build("linear", feature_map=lambda x: x @ projection)  # negative: caught at the call
+    with pytest.raises(ConfigError, match="feature_map.*negative"):
+        signed(q, k, v)
+
+
 @pytest.mark.parametrize(
     "options,match",
     [

@@ -77,6 +77,8 @@ def test_bad_inputs_name_the_problem():
         model(torch.zeros(1, 8, dtype=torch.long), torch.ones(1, 7, dtype=torch.bool))
     with pytest.raises(ShapeError, match="batch, length"):
         model(torch.zeros(8, dtype=torch.long))
+    with pytest.raises(ShapeError, match=r"0\.\.257.*model.encode"):
+        model(torch.full((1, 8), 300))
 
 
 def test_marker_task_labels_say_whether_the_marker_occurs():

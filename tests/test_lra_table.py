@@ -59,6 +59,8 @@ def test_goals_at_the_longest_length():
     assert "goal" not in rows["local", 1024] and "goal" not in rows["dense (SDPA)", 4096]
     assert rows["local", 4096]["met"] is True  # 100% of bound, memory 0.1 of dense
     assert rows["bigbird", 4096]["met"] is False  # 1.6x < 2x, and memory 0.75 > MEMORY_GOAL
+    assert rows["bigbird", 4096]["goal"] == "ratio >= 2x (missed), memory <= 50% of dense (missed)"
+    assert rows["local", 4096]["goal"].endswith("of bound (met), memory <= 50% of dense (met)")
     assert rows["lsh", 4096]["met"] is None  # not measured
     assert MEMORY_GOAL < 0.75
     result = summary(build_rows(FAKE))

@@ -23,6 +23,11 @@ def test_token_counts():
         token_count("lots")
 
 
+def test_zero_tokens_per_param_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="tokens_per_param"):
+        plan_from_args(_args(tokens_per_param=0.0))
+
+
 def test_default_ladder_spans_a_decade_of_sizes():
     plan = plan_from_args(_args())
     assert tuple(plan.sizes) == DEFAULT_SIZES and len(plan.sizes) >= 6 and plan.tokens_per_param == 20.0

@@ -76,15 +76,18 @@ def check_non_negative(features: Tensor, label: str) -> None:
 
 
 def _check_probe(fn: FeatureMap, where: str) -> None:
-    """Call ``fn`` on inputs from -30 to 30 (and random ones) and reject negative outputs."""
+    """Call ``fn`` on width-4 inputs from -30 to 30 (and random ones) and reject negative outputs;
+    a map that cannot take width 4 is left to the per-call check."""
     generator = torch.Generator().manual_seed(0)
     sweep = torch.linspace(-30.0, 30.0, 241).view(1, 1, -1, 1).expand(1, 1, 241, 4)
     noise = torch.randn(1, 1, 64, 4, generator=generator) * 3.0
     for probe in (sweep.contiguous(), noise):
         try:
             out = fn(probe)
-        except Exception as error:  # a user callable may fail in any way; say where
-            raise ConfigError(f"{where} failed on a (1, 1, N, 4) probe input: {error}") from error
+        except Exception:  # noqa: BLE001
+            # A map built for the real head width (e.g. ``x @ W`` with W of shape (64, F)) cannot
+            # take a width-4 probe; its outputs are checked for negatives at every call instead.
+            return
         if not isinstance(out, Tensor) or out.shape[:-1] != probe.shape[:-1]:
             raise ConfigError(
                 f"{where} must map (..., D) to (..., F) keeping the leading dimensions; "

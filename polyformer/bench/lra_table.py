@@ -54,17 +54,16 @@ def build_rows(records: list[dict[str, Any]], basis: str = "wall") -> list[dict[
 
 
 def _goal(row: dict[str, Any]) -> tuple[str, bool | None]:
-    """The row's goal in words and whether this run meets it (None: not measured)."""
-    parts, met = [], True
+    """The row's goal in words, each part marked ``(met)`` or ``(missed)``, and whether this run
+    meets all of it (None: not measured)."""
+    checks: list[tuple[str, bool]] = []
     if row.get("min_ratio") is not None:
-        parts.append(f"ratio >= {row['min_ratio']:g}x")
-        met = met and row.get("ratio", 0.0) >= row["min_ratio"]
+        checks.append((f"ratio >= {row['min_ratio']:g}x", row.get("ratio", 0.0) >= row["min_ratio"]))
     if row.get("min_of_bound") is not None:
-        parts.append(f">= {row['min_of_bound']:.0%} of bound")
-        met = met and row.get("of_bound", 0.0) >= row["min_of_bound"]
-    parts.append(f"memory <= {MEMORY_GOAL:.0%} of dense")
-    met = met and row.get("mem_ratio", float("inf")) <= MEMORY_GOAL
-    return ", ".join(parts), (met if "ratio" in row else None)
+        checks.append((f">= {row['min_of_bound']:.0%} of bound", row.get("of_bound", 0.0) >= row["min_of_bound"]))
+    checks.append((f"memory <= {MEMORY_GOAL:.0%} of dense", row.get("mem_ratio", float("inf")) <= MEMORY_GOAL))
+    text = ", ".join(f"{part} ({'met' if ok else 'missed'})" for part, ok in checks)
+    return text, (all(ok for _, ok in checks) if "ratio" in row else None)
 
 
 def _labels(rows: list[dict[str, Any]]) -> list[str]:
@@ -134,7 +133,7 @@ def format_table(rows: list[dict[str, Any]], basis: str = "wall") -> str:
         gflops = f"{r['attention_gflops']:.0f}" if "attention_gflops" in r else "-"
         goal = ""
         if "goal" in r:
-            goal = f"{'MET' if r['met'] else 'missed'}: {r['goal']}"
+            goal = f"{'MET' if r['met'] else 'MISSED'}: {r['goal']}"
         lines.append(f"{label:{width}s} {kpq:>7s} {r[BASES[basis]] / 1e3:>7.2f} {r['ratio']:>5.2f}x {bound:>6s} "
                      f"{of_bound:>8s} {lra:>5s} {r['peak_mb']:>8.0f} {mem:>9s} {attn:>6s} {gflops:>5s}  {goal}")
     return "\n".join(line.rstrip() for line in lines)

@@ -93,11 +93,11 @@ def plan_from_args(args: argparse.Namespace):
     values["sizes"] = list(plan.sizes)
     if args.sizes:
         values["sizes"] = [ModelSize.parse(s) for s in args.sizes.split(",") if s.strip()]
-    if args.tokens and args.tokens_per_param:
+    if args.tokens and args.tokens_per_param is not None:
         raise ConfigError("give --tokens or --tokens-per-param, not both")
     if args.tokens:
         values["tokens"], values["tokens_per_param"] = [token_count(t) for t in args.tokens.split(",")], None
-    if args.tokens_per_param:
+    if args.tokens_per_param is not None:  # 0 or less is refused by SweepPlan, not ignored
         values["tokens"], values["tokens_per_param"] = None, args.tokens_per_param
     for name in ("lr", "batch_size", "seq_len", "eval_tokens", "evals_per_run", "seed", "family"):
         if getattr(args, name) is not None:

@@ -125,6 +125,9 @@ class ByteClassifier(nn.Module):
             raise ShapeError(f"ByteClassifier: mask must be (batch, length) = {(b, n)}, got {tuple(mask.shape)}")
         if mask is not None:
             mask = mask.bool()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= VOCAB_SIZE):
+            raise ShapeError(f"ByteClassifier: ids must lie in 0..{VOCAB_SIZE - 1} (bytes, PAD_ID, CLS_ID), got "
+                             f"{int(ids.min())}..{int(ids.max())}; build inputs with model.encode(texts, length)")
         positions = torch.arange(n, device=ids.device)
         h = self.embed(ids) + self.positions(positions).to(self.embed.weight.dtype)  # (B, N, d)
         # Without padding the mechanisms take their mask-free (fastest) path.

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from polyformer.errors import ConfigError, PolyformerError
+from polyformer.errors import ConfigError
 from polyformer.options import make_options, require
 from polyformer.scaling.store import RunRecord, RunStore
 from polyformer.train import ModelSpec, TrainConfig, build_model, count_parameters, seed_everything, train
@@ -240,7 +240,7 @@ def run_sweep(plan: SweepPlan, data: str | Path, store_path: str | Path, sweep: 
                 result = train(run.spec, dataset.train.tokens, dataset.val.tokens, dataset.vocab_size,
                                run.train.replace(progress=progress), resume=True,
                                run_info={"sweep": sweep, "run": run.name})
-            except (PolyformerError, RuntimeError) as error:
+            except Exception as error:  # noqa: BLE001 - one failed run must not abort the sweep (it is recorded)
                 store.fail_run(run_id, f"{type(error).__name__}: {error}")
                 failed.append(run.name)
                 log(f"    failed: {error}")

@@ -13,13 +13,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
     Shared (tied) parameters appear once. The learning rate is set each step by the trainer.
     """
-    seen: set[int] = set()
     decay, no_decay = [], []
-    for parameter in model.parameters():
-        if not parameter.requires_grad or id(parameter) in seen:
-            continue
-        seen.add(id(parameter))
-        (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    for parameter in model.parameters():  # yields a shared (tied) parameter once
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
