@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from _train_helpers import VOCAB, kill_test_sweep, make_data, subprocess_env
+from _train_helpers import VOCAB, kill_test_sweep, learnable_tokens, make_data, subprocess_env
+from polyformer.data.tokens import write_tokens
 from polyformer.errors import ConfigError
 from polyformer.scaling.store import RunStore
 from polyformer.scaling.sweep import ModelSize, SweepPlan, plan_runs, quick_plan, run_sweep
@@ -73,6 +74,10 @@ def test_sweep_records_every_run_and_skips_finished_ones(tmp_path):
         assert len(store.records(sweep="q")) == 3
     again = run_sweep(_plan(), tmp_path / "data", store_path, sweep="q", progress=False, log=lambda s: None)
     assert again.trained == [] and len(again.skipped) == 3
+    # the same folder prepared again from other text: the finished runs are not its runs
+    write_tokens(tmp_path / "data" / "train.bin", learnable_tokens(12_000, 5), VOCAB, split="train")
+    with pytest.raises(ConfigError, match="other data"):
+        run_sweep(_plan(), tmp_path / "data", store_path, sweep="q", progress=False, log=lambda s: None)
 
 
 SWEEP_SCRIPT = "import sys; from _train_helpers import kill_test_sweep; kill_test_sweep(sys.argv[1], sys.argv[2])"

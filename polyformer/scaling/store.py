@@ -65,11 +65,12 @@ CREATE TABLE IF NOT EXISTS curve (
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs the same run: the model and the training fields that change results
-    (not where checkpoints go or how often they are written)."""
+    """What makes two runs the same run: the model, the training fields that change results (not
+    where checkpoints go or how often they are written) and the tokens trained on (not the folder
+    they live in)."""
     from polyformer.train.config import RESUME_FREE_FIELDS
 
-    keys = [k for k in ("model", "train") if k in config]
+    keys = [k for k in ("model", "train", "data_fingerprint") if k in config]
     if not keys:
         return config
     out = {k: config[k] for k in keys}
@@ -168,10 +169,13 @@ class RunStore:
         with self._transaction():
             row = self._db.execute("SELECT id, config FROM runs WHERE sweep = ? AND name = ?", (sweep, name)).fetchone()
             if row is not None:
-                if _identity(json.loads(row["config"])) != _identity(config):
+                stored, given = _identity(json.loads(row["config"])), _identity(config)
+                if "data_fingerprint" not in stored:  # recorded before data were fingerprinted
+                    given.pop("data_fingerprint", None)
+                if stored != given:
                     raise ConfigError(
-                        f"run {name!r} of sweep {sweep!r} is already in {str(self.path)!r} with another config; "
-                        "use a new sweep name (--name) or a new store"
+                        f"run {name!r} of sweep {sweep!r} is already in {str(self.path)!r} with another config "
+                        "or other data; use a new sweep name (--name) or a new store"
                     )
                 return int(row["id"])
             cursor = self._db.execute(

@@ -224,10 +224,13 @@ def run_sweep(plan: SweepPlan, data: str | Path, store_path: str | Path, sweep: 
     store_path = Path(store_path)
     work = Path(work_dir) if work_dir is not None else store_path.parent / f"{store_path.stem}_runs" / sweep
     planned = plan_runs(plan, dataset.vocab_size, work)
+    # A re-prepared folder (another corpus or vocabulary) must not pass for the data of finished runs.
+    fingerprint = {"vocab_size": dataset.vocab_size, "train_tokens": len(dataset.train), "val_tokens": len(dataset.val)}
     trained, skipped, failed = [], [], []
     with RunStore(store_path) as store:
         for index, run in enumerate(planned, 1):
-            config = {**run.store_config(), "data": str(Path(data).resolve()), "plan": plan.to_dict()}
+            config = {**run.store_config(), "data": str(Path(data).resolve()), "data_fingerprint": fingerprint,
+                      "plan": plan.to_dict()}
             run_id = store.add_run(sweep, run.name, config, run.params, run.params_non_embedding, run.tokens,
                                    run.flops, run.flops_attention)
             if store.run(run_id).status == "finished":
