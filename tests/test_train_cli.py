@@ -22,9 +22,14 @@ def test_train_command_runs_and_resumes(tmp_path, capsys):
     launch = json.loads((tmp_path / "run" / "launch.json").read_text())
     assert launch["train"]["lr"] == 0.002 and launch["model"]["family"] == "_tiny_lm:build"
     assert len([r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]) == 6
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert _train(tmp_path, "--lr", "0.002") == 0  # a finished run: resumed at its end, nothing retrained
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics
     assert _train(tmp_path, "--lr", "0.001") == 2
     assert "training config differs in lr" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "launch.json").read_text())["train"]["lr"] == 0.002  # kept as it was
+    assert _train(tmp_path, "--lr", "0.002", "--nproc", "2") == 2  # refused before any worker starts
+    assert "written by 1 processes, this run has 2" in capsys.readouterr().err
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):

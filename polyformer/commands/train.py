@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from polyformer.train import distributed
     from polyformer.train.launch import Launch, run_launch
     from polyformer.train.models import ModelSpec
+    from polyformer.train.trainer import resume_point
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
@@ -106,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     from polyformer.data.prepare import open_dataset
 
     open_dataset(args.data)  # fail here, before any process starts, if the data is unusable
+    # Refuse an incompatible resume here too: before launch.json is replaced, and as one clear
+    # message rather than a trace from inside each torchrun worker.
+    resume_point(args.out, train, launch.model, args.nproc, launch.resume)
     path = launch.write()
     if args.nproc > 1:
         status = distributed.launch(args.nproc, [str(path)])

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from polyformer.files import atomic_write_text
 from polyformer.errors import CheckpointError, ConfigError, DataError
+from polyformer.files import atomic_write_text
 from polyformer.train import distributed as D
 from polyformer.train.batches import WindowSampler, eval_windows, read_windows
 from polyformer.train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
@@ -184,12 +184,8 @@ class Trainer:
     def _resume_point(self, resume: bool) -> Checkpoint | None:
         path = None
         if self.dist.is_main:
-            if resume:
-                found = find_resumable(self.checkpoints)
-                path = None if found is None else str(found.path)
-            elif any(self.checkpoints.glob("step-*")):
-                raise ConfigError(f"{str(self.out_dir)!r} already holds checkpoints of a run; resume it, or "
-                                  "train into a new out_dir")
+            found = resume_point(self.out_dir, self.config, self.spec, self.dist.world_size, resume)
+            path = None if found is None else str(found.path)
         path = D.broadcast_object(path, self.dist)
         if path is None:
             return None
@@ -198,18 +194,6 @@ class Trainer:
 
     def _load(self, checkpoint: Checkpoint) -> tuple[int, float]:
         state = checkpoint.state
-        mismatches = resume_mismatches(state.get("train", {}), self.config)
-        if mismatches:
-            raise CheckpointError(
-                f"cannot resume {str(checkpoint.path)!r}: the training config differs in {', '.join(mismatches)}; "
-                "resume with the same settings or train into a new out_dir"
-            )
-        if self.spec is not None and state.get("model") not in (None, self.spec.to_dict()):
-            raise CheckpointError(f"cannot resume {str(checkpoint.path)!r}: it was made with model {state.get('model')}, "
-                                  f"not {self.spec.to_dict()}; use the same model or a new out_dir")
-        if int(state.get("world_size", 1)) != self.dist.world_size:
-            raise CheckpointError(f"cannot resume {str(checkpoint.path)!r}: it was written by {state.get('world_size')} "
-                                  f"processes, this run has {self.dist.world_size}; resume with the same --nproc")
         load_checkpoint(checkpoint, self.model, self.optimizer)
         restore_rng(state["rng"][self.dist.rank])
         return checkpoint.step, float(state.get("elapsed", 0.0))
@@ -254,3 +238,36 @@ def train(spec: ModelSpec, train_tokens: np.ndarray, val_tokens: np.ndarray, voc
     model = build_model(spec, vocab_size)
     trainer = Trainer(model, train_tokens, val_tokens, config, spec, dist_info, run_info)
     return trainer.fit(resume=resume)
+
+
+def resume_point(out_dir: str | Path, config: TrainConfig, spec: ModelSpec | None, world_size: int,
+                 resume: bool = True) -> Checkpoint | None:
+    """The verified checkpoint a run in ``out_dir`` continues from (None: it starts afresh).
+
+    Refuses, with the reason and the fix, a used ``out_dir`` when ``resume`` is off and a checkpoint
+    made with another training config, model or number of processes. ``polyformer train`` calls it
+    before starting torchrun workers, so that a refusal is one clear message, not a worker's trace.
+    """
+    checkpoints = Path(out_dir) / "checkpoints"
+    if not resume:
+        if any(checkpoints.glob("step-*")):
+            raise ConfigError(f"{str(out_dir)!r} already holds checkpoints of a run; resume it, or "
+                              "train into a new out_dir")
+        return None
+    found = find_resumable(checkpoints)
+    if found is None:
+        return None
+    state = found.state
+    mismatches = resume_mismatches(state.get("train", {}), config)
+    if mismatches:
+        raise CheckpointError(
+            f"cannot resume {str(found.path)!r}: the training config differs in {', '.join(mismatches)}; "
+            "resume with the same settings or train into a new out_dir"
+        )
+    if spec is not None and state.get("model") not in (None, spec.to_dict()):
+        raise CheckpointError(f"cannot resume {str(found.path)!r}: it was made with model {state.get('model')}, "
+                              f"not {spec.to_dict()}; use the same model or a new out_dir")
+    if int(state.get("world_size", 1)) != world_size:
+        raise CheckpointError(f"cannot resume {str(found.path)!r}: it was written by {state.get('world_size')} "
+                              f"processes, this run has {world_size}; resume with the same --nproc")
+    return found
