@@ -94,7 +94,7 @@ def format_table(rows: list[dict[str, Any]], basis: str = "wall") -> str:
                 cells.append(f"{str(r.get('error', 'failed'))[:15]:>15s}")
             else:
                 bound = f"({r['flop_bound']:.2f})" if r.get("flop_bound") else ""
-                cells.append(f"{r['ratio']:>6.2f}x {bound:>8s}")
+                cells.append(f"{r['ratio']:>6.2f}x {bound:>7s}")
         any_row = next(r for r in rows if r["label"] == label)
         lra = (f"{any_row['lra_ratio_4k']:.1f}x {any_row['lra_model']}" if any_row.get("lra_ratio_4k") is not None
                else "")
