@@ -285,6 +285,27 @@ def test_hash_is_angular_and_covers_all_buckets():
     torch.testing.assert_close(hash_buckets(3.0 * x, rotations, (8, 4))[0], buckets)  # scale-free
 
 
+def test_hash_equals_its_definition():
+    """Per factor f: digit = argmax([xR_f, -xR_f]); digits in mixed radix form the bucket."""
+    torch.manual_seed(3)
+    factors = (8, 4, 2)
+    x = torch.randn(2048, 16)
+    rotations = torch.randn(3, 16, sum(f // 2 for f in factors))
+    got = hash_buckets(x, rotations, factors)
+    expected = torch.zeros_like(got)
+    clear = torch.ones_like(got, dtype=torch.bool)  # rows whose argmax is not a near-tie
+    for r in range(3):
+        projected, offset = x @ rotations[r], 0
+        for f in factors:
+            candidates = torch.cat([projected[:, offset : offset + f // 2], -projected[:, offset : offset + f // 2]], 1)
+            top2 = candidates.topk(2, dim=1).values
+            clear[r] &= (top2[:, 0] - top2[:, 1]) > 1e-4 * top2[:, 0].abs()
+            expected[r] = expected[r] * f + candidates.argmax(1)
+            offset += f // 2
+    assert clear.float().mean() > 0.99
+    assert torch.equal(got[clear], expected[clear])
+
+
 def test_bfloat16_inputs():
     q, k, v = (t.detach().float() for t in _inputs(n=40))
     attn = attention.build("lsh", bucket_size=64)

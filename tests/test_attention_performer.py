@@ -53,18 +53,22 @@ def test_matches_naive_reference_forward_and_gradients(causal, n_q, q_offset, pa
         torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9)
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_float32_within_1e5_of_float64_reference(causal):
+@pytest.mark.parametrize("causal,padded", [(False, False), (True, False), (False, True), (True, True)])
+def test_float32_within_1e5_of_float64_reference(causal, padded):
     q, k, v = (t.detach() for t in _inputs(n_q=150, n_k=150, d=16, dv=16, spread=0.7))
+    mask = None
+    if padded:  # the second sequence ends 37 keys early
+        mask = torch.ones(q.shape[0], 150, dtype=torch.bool)
+        mask[-1, 113:] = False
     attn = attention.build("performer", num_features=64, chunk_size=32)
     q32, k32, v32 = (t.float().requires_grad_() for t in (q, k, v))
-    got = attn(q32, k32, v32, causal=causal)
+    got = attn(q32, k32, v32, causal=causal, key_padding_mask=mask)
     q64, k64, v64 = (t.requires_grad_() for t in (q, k, v))
     w = attn.projection
     scale = 1 / 4
     ref = naive_kernelized(
         favor_features(q64, w, scale), favor_features(k64, w, scale), v64,
-        causal=causal, key_padding_mask=None, q_offset=0,
+        causal=causal, key_padding_mask=mask, q_offset=0,
     )
     torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=1e-5)
     grad = torch.randn_like(ref)
