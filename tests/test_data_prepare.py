@@ -39,7 +39,7 @@ def test_split_cuts_after_a_line_break():
     train, val = split_document(text, 0.3)
     assert train + val == text
     assert train.endswith("\n") and val == "line four\n"
-    assert split_document("no newline at all", 0.2) == ("no newline at all", "")
+    assert split_document("a corpus on one line!", 0.2) == ("a corpus on one ", "line!")  # cut at the character
 
 
 def test_token_files_decode_back_to_the_split_texts(tmp_path):

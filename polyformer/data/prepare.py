@@ -66,10 +66,11 @@ class Dataset:
 
 
 def split_document(text: str, val_fraction: float) -> tuple[str, str]:
-    """(train, validation) parts of one text, cut at the first line break after ``1 - val_fraction``."""
+    """(train, validation) parts of one text, cut at the first line break after ``1 - val_fraction``
+    (at that character itself when no line break follows, e.g. a corpus on one line)."""
     cut = int(len(text) * (1.0 - val_fraction))
     newline = text.find("\n", cut)
-    cut = len(text) if newline < 0 else newline + 1
+    cut = cut if newline < 0 else newline + 1
     return text[:cut], text[cut:]
 
 
