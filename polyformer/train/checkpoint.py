@@ -17,7 +17,6 @@ and the previous good checkpoint is used instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polyformer.files import atomic_write_text, fsync_dir
+from polyformer.files import atomic_write_text, fsync_dir, sha256_file
 from polyformer.errors import CheckpointError
 
 PREFIX = "step-"
@@ -48,14 +47,6 @@ class Checkpoint:
 
 def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:08d}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -81,7 +72,7 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.op
         manifest = {}
         for name in FILES:
             _fsync_file(tmp / name)
-            manifest[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+            manifest[name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
         atomic_write_text(tmp / MANIFEST, json.dumps({"step": step, "files": manifest}, indent=1))
         fsync_dir(tmp)
         if final.exists():  # the same step written again (a run resumed from an earlier checkpoint)
@@ -141,7 +132,7 @@ def verify_checkpoint(path: Path) -> Checkpoint:
         if size != entry.get("bytes"):
             raise CheckpointError(f"checkpoint {str(path)!r}: {name} has {size} bytes, the manifest says "
                                   f"{entry.get('bytes')} (truncated or overwritten)")
-        if _sha256(file) != entry.get("sha256"):
+        if sha256_file(file) != entry.get("sha256"):
             raise CheckpointError(f"checkpoint {str(path)!r}: {name} does not match its SHA-256 checksum (corrupted)")
     try:
         state = json.loads((path / "state.json").read_text())
