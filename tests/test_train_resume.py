@@ -63,6 +63,48 @@ def test_sigkill_then_resume_gives_the_uninterrupted_loss_curve(tmp_path):
     assert got == expected  # every loss, learning rate and gradient norm, bit for bit
 
 
+KILL_MID_WRITE = """
+import os, signal, sys
+import torch
+import polyformer.train.checkpoint as checkpoint
+from polyformer.train.launch import read_launch, run_launch
+
+real_save = torch.save
+
+def save_then_die(obj, path, *args, **kwargs):
+    # step 10's model file is written; die before its optimizer file, manifest and rename
+    if "step-00000010" in str(path):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, path, *args, **kwargs)
+
+checkpoint.torch.save = save_then_die
+run_launch(read_launch(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(tmp_path):
+    make_data(tmp_path / "data")
+    settings = dict(total_steps=20, checkpoint_interval=5, eval_interval=5)
+    launch = _launch(tmp_path, "run", **settings)
+    victim = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(launch)], env=subprocess_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert victim.returncode == -signal.SIGKILL, victim.stderr
+    checkpoints = tmp_path / "run" / "checkpoints"
+    half_written = [p for p in checkpoints.iterdir() if p.name.startswith(".tmp-step-00000010")]
+    assert len(half_written) == 1 and (half_written[0] / "model.safetensors").is_file()
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000005"]  # never committed
+
+    resumed = _train_process(launch)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert not half_written[0].exists()  # cleaned once a newer checkpoint committed
+    whole = _train_process(_launch(tmp_path, "whole", **settings))
+    whole.communicate(timeout=300)
+    assert _without_time(read_metrics(tmp_path / "run" / "metrics.jsonl")) == _without_time(
+        read_metrics(tmp_path / "whole" / "metrics.jsonl"))  # resumed from step 5: the same run
+
+
 def _trainer(out_dir, **overrides):
     config = tiny_config(out_dir, **overrides)
     seed_everything(config.seed)
