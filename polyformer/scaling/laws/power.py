@@ -31,9 +31,25 @@ def _x0(c: float, alpha: float) -> float:
     return math.exp(ratio) if ratio < 709.0 else math.inf
 
 
+class _OneVariable:
+    """The part both single-variable laws share: which variable (N, D or C) they are a law of."""
+
+    variable: str
+
+    def __post_init__(self) -> None:
+        _check_variable(self.variable)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return (self.variable,)
+
+    def context(self) -> dict[str, Any]:
+        return {"variable": self.variable}
+
+
 @register_law
 @dataclass(frozen=True)
-class PowerLaw(ScalingLaw):
+class PowerLaw(_OneVariable, ScalingLaw):
     """L(X) = E + (X0/X)^alpha in one variable X (N, D, C or step), as in Kaplan et al. (2020).
 
     Fitting vector ``theta = (c, alpha, e)`` with ``c = alpha log X0`` and ``E = exp(e)``:
@@ -50,16 +66,6 @@ class PowerLaw(ScalingLaw):
     parameter_names = ("E", "X0", "alpha")
     theta_names = ("c", "alpha", "e")
     default_grid = {"c": _LOG_SCALES, "alpha": _EXPONENTS, "e": (-1.0, -0.5, 0.0, 0.5, 1.0)}
-
-    def __post_init__(self) -> None:
-        _check_variable(self.variable)
-
-    @property
-    def variables(self) -> tuple[str, ...]:
-        return (self.variable,)
-
-    def context(self) -> dict[str, Any]:
-        return {"variable": self.variable}
 
     def theta(self) -> np.ndarray:
         return np.array([self.alpha * math.log(self.X0), self.alpha, math.log(self.E)])
@@ -86,7 +92,7 @@ class PowerLaw(ScalingLaw):
 
 @register_law
 @dataclass(frozen=True)
-class PurePowerLaw(ScalingLaw):
+class PurePowerLaw(_OneVariable, ScalingLaw):
     """L(X) = (X0/X)^alpha: a straight line on log-log axes (no irreducible loss).
 
     Fitting vector ``theta = (c, alpha)`` with ``c = alpha log X0``: ``log L = c - alpha log X``.
@@ -101,16 +107,6 @@ class PurePowerLaw(ScalingLaw):
     parameter_names = ("X0", "alpha")
     theta_names = ("c", "alpha")
     default_grid = {"c": _LOG_SCALES, "alpha": _EXPONENTS}
-
-    def __post_init__(self) -> None:
-        _check_variable(self.variable)
-
-    @property
-    def variables(self) -> tuple[str, ...]:
-        return (self.variable,)
-
-    def context(self) -> dict[str, Any]:
-        return {"variable": self.variable}
 
     def theta(self) -> np.ndarray:
         return np.array([self.alpha * math.log(self.X0), self.alpha])
