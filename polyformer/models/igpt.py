@@ -38,7 +38,8 @@ from polyformer.models import register_model
 from polyformer.models._folders import write_hf_folder
 from polyformer.models._labels import check_head_rows, labels_to_hf, parse_id2label, resolve_labels
 from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
-from polyformer.models.vit import ImageClassifierOutput, classification_loss
+from polyformer.models.heads import classification_loss
+from polyformer.models.vit import ImageClassifierOutput
 from polyformer.options import require
 from polyformer.transformer import Decoder, LayerCache, TransformerConfig, cache_length
 

@@ -36,14 +36,12 @@ from polyformer.models import register_model
 from polyformer.models._folders import write_hf_folder
 from polyformer.models._labels import check_head_rows, labels_to_hf, parse_id2label, resolve_labels
 from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
+from polyformer.models.heads import PROBLEM_TYPES, classification_loss
 from polyformer.models.vit_convert import vit_classifier_key_map, vit_model_key_map
 from polyformer.options import require
 from polyformer.transformer import Encoder, TransformerConfig
 
 __all__ = ["ImageClassifierOutput", "ViTConfig", "ViTEmbeddings", "ViTForImageClassification", "ViTModel", "ViTOutput"]
-
-PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
-
 
 # ------------------------------------------------------------------------------------------------
 # Configuration
@@ -277,23 +275,6 @@ class ViTOutput:
 
     last_hidden_state: Tensor
     pooler_output: Tensor | None = None
-
-
-def classification_loss(logits: Tensor, labels: Tensor, problem_type: str | None) -> Tensor:
-    """Hugging Face's rule: regression (MSE) for one output, cross-entropy for integer labels, else BCE."""
-    num_labels = logits.shape[-1]
-    if problem_type is None:
-        if num_labels == 1:
-            problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int32, torch.int16, torch.uint8):
-            problem_type = "single_label_classification"
-        else:
-            problem_type = "multi_label_classification"
-    if problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float().reshape(logits.shape[:-1]))
-    if problem_type == "single_label_classification":
-        return F.cross_entropy(logits.float(), labels.reshape(-1).long())
-    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
 class ViTForImageClassification(PretrainedModel):

@@ -1,0 +1,119 @@
+"""What models return: dataclasses with Hugging Face's field names.
+
+Code written for ``transformers`` reads ``out.logits``, ``out.last_hidden_state`` or ``out[0]``;
+every family returns one of these so that such code runs unchanged. As in ``transformers``, fields
+that are None are left out of the tuple view (``out[0]`` is the loss only when there is one).
+
+>>> out = SequenceClassifierOutput(logits=torch.zeros(2, 3))
+>>> out[0].shape, out["logits"].shape, len(out.to_tuple())
+(torch.Size([2, 3]), torch.Size([2, 3]), 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BaseModelOutput",
+    "BaseModelOutputWithPooling",
+    "ImageClassifierOutput",
+    "MaskedLMOutput",
+    "ModelOutput",
+    "QuestionAnsweringModelOutput",
+    "SequenceClassifierOutput",
+    "TokenClassifierOutput",
+]
+
+Hidden = tuple[Tensor, ...] | None
+
+
+class ModelOutput:
+    """Mixin for output dataclasses: attribute, key and index access, and ``to_tuple()``."""
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The fields that are not None, in declaration order."""
+        return tuple(v for v in (getattr(self, f.name) for f in dataclasses.fields(self)) if v is not None)  # type: ignore[arg-type]
+
+    def keys(self) -> list[str]:
+        """Names of the fields that are not None."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{type(self).__name__} has no field {key!r} set; set fields: {', '.join(self.keys())}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self):
+        return iter(self.to_tuple())
+
+
+@dataclass
+class BaseModelOutput(ModelOutput):
+    """``last_hidden_state`` (B, N, d); ``hidden_states`` (the embeddings' output, then each layer's)
+    and ``attentions`` (B, H, N, N) per layer when asked for."""
+
+    last_hidden_state: Tensor
+    hidden_states: Hidden = None
+    attentions: Hidden = None
+
+
+@dataclass
+class BaseModelOutputWithPooling(ModelOutput):
+    """:class:`BaseModelOutput` plus ``pooler_output`` (B, d) when the model has a pooler."""
+
+    last_hidden_state: Tensor
+    pooler_output: Tensor | None = None
+    hidden_states: Hidden = None
+    attentions: Hidden = None
+
+
+@dataclass
+class SequenceClassifierOutput(ModelOutput):
+    """``logits`` (B, num_labels); ``loss`` when labels were given."""
+
+    loss: Tensor | None = None
+    logits: Tensor = None  # type: ignore[assignment]
+    hidden_states: Hidden = None
+    attentions: Hidden = None
+
+
+#: Image classifiers return the same fields as sequence classifiers (Hugging Face's name).
+ImageClassifierOutput = SequenceClassifierOutput
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    """``logits`` (B, N, num_labels); ``loss`` when labels were given (-100 = ignored)."""
+
+    loss: Tensor | None = None
+    logits: Tensor = None  # type: ignore[assignment]
+    hidden_states: Hidden = None
+    attentions: Hidden = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    """``start_logits`` and ``end_logits`` (B, N); ``loss`` when answer positions were given."""
+
+    loss: Tensor | None = None
+    start_logits: Tensor = None  # type: ignore[assignment]
+    end_logits: Tensor = None  # type: ignore[assignment]
+    hidden_states: Hidden = None
+    attentions: Hidden = None
+
+
+@dataclass
+class MaskedLMOutput(ModelOutput):
+    """``logits`` (B, N, vocab); ``loss`` when labels were given (-100 = not masked)."""
+
+    loss: Tensor | None = None
+    logits: Tensor = None  # type: ignore[assignment]
+    hidden_states: Hidden = None
+    attentions: Hidden = None
