@@ -55,6 +55,6 @@ def build(config: dict, vocab_size: int) -> TinyLM:
 
 
 def build_sized(config: dict, vocab_size: int) -> TinyLM:
-    """The factory a sweep calls: GPT-style size names (n_layer, d_model, n_head)."""
-    return TinyLM(vocab_size, d_model=config["d_model"], n_heads=config["n_head"], n_layers=config["n_layer"],
+    """The factory a sweep calls: GPT-style size names (n_layers, d_model, n_heads)."""
+    return TinyLM(vocab_size, d_model=config["d_model"], n_heads=config["n_heads"], n_layers=config["n_layers"],
                   n_positions=config.get("n_positions", 64))

@@ -116,7 +116,7 @@ class _RecomputeAttention(AttentionMechanism):
 def test_generation_uses_the_mechanisms_own_cache(monkeypatch):
     attention.list()
     monkeypatch.setitem(attention_registry._REGISTRY, _RecomputeAttention.name, _RecomputeAttention)
-    config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layer=2, n_head=4)
+    config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layers=2, n_heads=4)
     dense = _randomise(GPTLMHeadModel(config))
     custom = GPTLMHeadModel(GPTConfig(**{**config.__dict__, "attention": _RecomputeAttention.name})).eval()
     custom.load_state_dict(dense.state_dict())
@@ -156,7 +156,7 @@ def test_sampling_frequencies_follow_the_filtered_distribution():
 
 
 def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy():
-    model = _randomise(GPTLMHeadModel(GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layer=2, n_head=4)), 0.1)
+    model = _randomise(GPTLMHeadModel(GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layers=2, n_heads=4)), 0.1)
     ids = torch.randint(1, VOCAB, (2, 4))
     sample = dict(max_new_tokens=15, do_sample=True, temperature=1.5)
     a = generate(model, ids, seed=3, **sample).sequences
@@ -171,7 +171,7 @@ def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy():
 
 # -- stopping ---------------------------------------------------------------------------------------
 def _model():
-    return _randomise(GPTLMHeadModel(GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layer=2, n_head=4)))
+    return _randomise(GPTLMHeadModel(GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layers=2, n_heads=4)))
 
 
 def _decode(ids):
@@ -324,14 +324,14 @@ def test_prompt_lookup_refuses_what_it_cannot_do(monkeypatch):
         generate(model, ids[:1], prompt_lookup_tokens=4, do_sample=True)
     attention.list()
     monkeypatch.setitem(attention_registry._REGISTRY, _RecomputeAttention.name, _RecomputeAttention)
-    config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layer=2, n_head=4, attention=_RecomputeAttention.name)
+    config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layers=2, n_heads=4, attention=_RecomputeAttention.name)
     with pytest.raises(ConfigError, match="caches that can forget"):
         generate(GPTLMHeadModel(config).eval(), ids[:1], prompt_lookup_tokens=4)
 
 
 def test_a_recurrent_mechanism_generates_through_its_own_state():
     """linear attention keeps a running state, not keys and values: the loop works the same."""
-    config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layer=2, n_head=4, attention="linear")
+    config = GPTConfig(vocab_size=VOCAB, n_positions=48, d_model=32, n_layers=2, n_heads=4, attention="linear")
     model = _randomise(GPTLMHeadModel(config))
     assert type(model.new_caches()[0].self_attention).__name__ == "RecurrentState"
     prompts = _prompts()
@@ -352,7 +352,7 @@ def test_image_gpt_reuses_the_loop():
     from polyformer.models.igpt import ImageGPTConfig, ImageGPTForCausalImageModeling
 
     model = _randomise(ImageGPTForCausalImageModeling(
-        ImageGPTConfig(vocab_size=9, n_positions=16, d_model=32, n_layer=2, n_head=4)))
+        ImageGPTConfig(vocab_size=9, n_positions=16, d_model=32, n_layers=2, n_heads=4)))
     pixels = torch.randint(0, 8, (2, 6))
     greedy = generate(model, model.with_start_token(pixels), max_new_tokens=10)
     assert torch.equal(greedy.sequences[:, 1:], model.complete(pixels, total_length=16, temperature=0))

@@ -19,7 +19,7 @@ def _config(variant="gpt2", **extra):
     if variant == "gpt_neo":
         extra.setdefault("attention_layers", ("global", "local"))
         extra.setdefault("window_size", 3)
-    return GPTConfig(vocab_size=VOCAB, n_positions=32, d_model=32, n_layer=2, n_head=4, variant=variant, **extra)
+    return GPTConfig(vocab_size=VOCAB, n_positions=32, d_model=32, n_layers=2, n_heads=4, variant=variant, **extra)
 
 
 def _hf_gpt2_folder(tmp_path):

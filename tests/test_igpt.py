@@ -68,7 +68,7 @@ def test_causal_save_is_loaded_by_transformers(tmp_path):
 
 def _tiny(attention="dense", **kwargs):
     torch.manual_seed(1)
-    config = ImageGPTConfig(vocab_size=9, n_positions=16, d_model=32, n_layer=2, n_head=4, attention=attention, **kwargs)
+    config = ImageGPTConfig(vocab_size=9, n_positions=16, d_model=32, n_layers=2, n_heads=4, attention=attention, **kwargs)
     return _randomise(ImageGPTForCausalImageModeling(config))
 
 

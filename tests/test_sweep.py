@@ -27,13 +27,13 @@ def _plan(**changes):
 
 def test_model_sizes_and_plans_are_checked():
     assert ModelSize.parse("4x128x4") == ModelSize(4, 128, 4)
-    with pytest.raises(ConfigError, match="n_layer x d_model x n_head"):
+    with pytest.raises(ConfigError, match="n_layers x d_model x n_heads"):
         ModelSize.parse("4x128")
     with pytest.raises(ConfigError, match="divisible"):
         ModelSize(2, 30, 4)
     with pytest.raises(ConfigError, match="either tokens"):
         SweepPlan(sizes=[ModelSize(1, 8, 2)], tokens=[1000], tokens_per_param=20)
-    plan = SweepPlan.from_dict({"sizes": ["1x8x2", {"n_layer": 2, "d_model": 8, "n_head": 2}], "tokens": [1000, 4000]})
+    plan = SweepPlan.from_dict({"sizes": ["1x8x2", {"n_layers": 2, "d_model": 8, "n_heads": 2}], "tokens": [1000, 4000]})
     assert plan.tokens_per_param is None and len(plan.sizes) == 2
     with pytest.raises(ConfigError, match="unknown option"):
         SweepPlan.from_dict({"sizes": ["1x8x2"], "learning_rate": 1.0})
@@ -51,7 +51,7 @@ def test_budgets_flops_and_parameter_counts(tmp_path):
         assert run.tokens == run.train.total_steps * 8 * 16 >= int(run.name.split("-D")[1])
         assert run.tokens - int(run.name.split("-D")[1]) < 8 * 16  # rounded up to whole steps
         assert run.flops == 6.0 * run.params_non_embedding * run.tokens
-        context = 2 * run.size.n_layer * 16 * run.size.d_model
+        context = 2 * run.size.n_layers * 16 * run.size.d_model
         assert run.flops_attention == pytest.approx(3 * run.tokens * (2 * run.params_non_embedding + context))
     ratio = plan_runs(_plan(tokens_per_param=2.0), VOCAB, tmp_path)
     assert all(abs(r.tokens - 2.0 * r.params_non_embedding) <= 8 * 16 for r in ratio)

@@ -11,7 +11,7 @@ from _train_helpers import subprocess_env
 from polyformer.errors import ConfigError, DataError
 from polyformer.scaling.store import RunStore
 
-CONFIG = {"model": {"family": "gpt", "config": {"n_layer": 2}}, "train": {"lr": 1e-3}}
+CONFIG = {"model": {"family": "gpt", "config": {"n_layers": 2}}, "train": {"lr": 1e-3}}
 
 
 def _add(store, name="a", config=CONFIG, n=(2000, 1500), tokens=10_000):

@@ -35,7 +35,7 @@ def test_vit_trains_with_every_mechanism(name):
 @pytest.mark.parametrize("name", attention.list())
 def test_igpt_completes_with_every_mechanism(name):
     torch.manual_seed(0)
-    config = ImageGPTConfig(vocab_size=5, n_positions=64, d_model=32, n_layer=1, n_head=4, attention=_spec(name))
+    config = ImageGPTConfig(vocab_size=5, n_positions=64, d_model=32, n_layers=1, n_heads=4, attention=_spec(name))
     model = ImageGPTForCausalImageModeling(config).double().eval()
     prompt = torch.randint(0, 4, (1, 32))
     try:

@@ -152,7 +152,7 @@ def test_complete_image_command(igpt_folder, photo, tmp_path, capsys):
 
 
 def test_igpt_classifier_behind_the_classification_pipeline(tmp_path):
-    config = ImageGPTConfig(vocab_size=5, n_positions=16, d_model=16, n_layer=1, n_head=2, id2label={0: "even", 1: "odd"})
+    config = ImageGPTConfig(vocab_size=5, n_positions=16, d_model=16, n_layers=1, n_heads=2, id2label={0: "even", 1: "odd"})
     from polyformer.models.igpt import ImageGPTForImageClassification
 
     model = ImageGPTForImageClassification(config)

@@ -61,7 +61,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ladder", default="default",
                    help="default (6 sizes, ~40k-400k parameters), quick (3 tiny runs), or a plan JSON file")
     p.add_argument("--name", default=None, help="sweep name in the store (default: the ladder's name)")
-    p.add_argument("--sizes", default=None, help="model sizes n_layer x d_model x n_head, comma separated "
+    p.add_argument("--sizes", default=None, help="model sizes n_layers x d_model x n_heads, comma separated "
                    "(e.g. 2x64x2,4x128x4); replaces the ladder's sizes")
     p.add_argument("--tokens", default=None, help="token budgets, comma separated (e.g. 1M,4M): every size on each")
     p.add_argument("--tokens-per-param", type=float, default=None, help="budget = this x non-embedding parameters")

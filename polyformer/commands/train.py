@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics.jsonl)")
     parser.add_argument("--model", default="gpt", help="model family: gpt (default) or module:function")
     parser.add_argument("--model-config", default="{}",
-                        help='model config as JSON or @file.json, e.g. \'{"n_layer": 4, "d_model": 128, "n_head": 4}\'')
+                        help='model config as JSON or @file.json, e.g. \'{"n_layers": 4, "d_model": 128, "n_heads": 4}\'')
     parser.add_argument("--config", type=Path, default=None, help="training config JSON (fields below override it)")
     parser.add_argument("--nproc", type=int, default=1, help="processes for data-parallel training (torchrun)")
     parser.add_argument("--no-resume", action="store_true", help="refuse to continue a run already in --out")

@@ -2,7 +2,7 @@
 
 >>> import torch
 >>> from polyformer.models.gpt import GPTConfig, GPTLMHeadModel
->>> model = GPTLMHeadModel(GPTConfig(vocab_size=50, n_positions=32, d_model=32, n_layer=2, n_head=4)).eval()
+>>> model = GPTLMHeadModel(GPTConfig(vocab_size=50, n_positions=32, d_model=32, n_layers=2, n_heads=4)).eval()
 >>> out = generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=5)
 >>> out.sequences.shape
 torch.Size([1, 8])

@@ -11,7 +11,7 @@ them (``variant``):
   head (GPT-J's interleaved pairs), attention and MLP in parallel from one norm, untied head with
   a bias.
 
->>> config = GPTConfig(vocab_size=100, n_positions=32, d_model=32, n_layer=2, n_head=4)
+>>> config = GPTConfig(vocab_size=100, n_positions=32, d_model=32, n_layers=2, n_heads=4)
 >>> model = GPTLMHeadModel(config)
 >>> ids = torch.randint(0, 100, (2, 10))
 >>> out = model(ids, labels=ids)
@@ -61,8 +61,8 @@ _ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "gpt_neo": "GPTNeoForCausalLM", "gp
 class GPTConfig:
     """Sizes and switches of a GPT-2 / GPT-Neo / GPT-J language model; a plain dataclass.
 
-    Sizes: ``vocab_size``, ``n_positions`` (context length), ``d_model`` (``n_embd``), ``n_layer``,
-    ``n_head``, ``d_ff`` (MLP width, None = 4·d_model).
+    Sizes: ``vocab_size``, ``n_positions`` (context length), ``d_model`` (``n_embd``), ``n_layers``,
+    ``n_heads``, ``d_ff`` (MLP width, None = 4·d_model).
     ``variant``: "gpt2" | "gpt_neo" | "gptj" (see the module docstring).
     ``attention``: the mechanism of every (global) layer, a name, spec or
     ``{"name", "options"}`` dict. ``attention_layers`` (GPT-Neo): "global"/"local" per layer;
@@ -78,8 +78,8 @@ class GPTConfig:
     vocab_size: int = 50257
     n_positions: int = 1024
     d_model: int = 768
-    n_layer: int = 12
-    n_head: int = 12
+    n_layers: int = 12
+    n_heads: int = 12
     d_ff: int | None = None
     variant: str = "gpt2"
     activation: str = "gelu_new"
@@ -119,12 +119,12 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_head
+        return self.d_model // self.n_heads
 
     @property
     def layer_kinds(self) -> tuple[str, ...]:
         """"global" or "local" for every layer."""
-        return self.attention_layers or ("global",) * self.n_layer
+        return self.attention_layers or ("global",) * self.n_layers
 
     def local_spec(self) -> AttentionSpec:
         """The mechanism of GPT-Neo's local layers."""
@@ -136,15 +136,15 @@ class GPTConfig:
         """The factor multiplying ``q·k`` in each layer."""
         base = 1.0 if self.variant == "gpt_neo" or not self.scale_attn_weights else 1 / math.sqrt(self.head_dim)
         if self.scale_attn_by_inverse_layer_idx:
-            return [base / (i + 1) for i in range(self.n_layer)]
-        return [base] * self.n_layer
+            return [base / (i + 1) for i in range(self.n_layers)]
+        return [base] * self.n_layers
 
     def transformer_config(self) -> TransformerConfig:
         """The core's config for this model's decoder stack."""
         gptj = self.variant == "gptj"
         local = {i: self.local_spec() for i, kind in enumerate(self.layer_kinds) if kind == "local"}
         return TransformerConfig(
-            d_model=self.d_model, n_heads=self.n_head, n_layers=self.n_layer, d_ff=self.d_ff,
+            d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
             norm_eps=self.norm_eps, activation=self.activation, parallel_residual=gptj,
             qkv_bias=self.variant == "gpt2", out_bias=not gptj,
             attention=self.attention, layer_attention=local,
@@ -173,21 +173,21 @@ class GPTConfig:
 
     # -- checks -----------------------------------------------------------------------------------
     def _validate(self) -> None:
-        for name in ("vocab_size", "n_positions", "d_model", "n_layer", "n_head", "window_size"):
+        for name in ("vocab_size", "n_positions", "d_model", "n_layers", "n_heads", "window_size"):
             value = getattr(self, name)
             require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                     f"GPTConfig.{name} must be a positive integer, got {value!r}")
         require(self.variant in VARIANTS,
                 f"GPTConfig.variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        require(self.d_model % self.n_head == 0,
-                f"GPTConfig.d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        require(self.d_model % self.n_heads == 0,
+                f"GPTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.attention_layers is not None:
             require(self.variant == "gpt_neo",
                     "GPTConfig.attention_layers (global/local layers) belongs to variant 'gpt_neo'; to "
                     "change the mechanism of a GPT-2 or GPT-J use attention=...")
-            require(len(self.attention_layers) == self.n_layer,
+            require(len(self.attention_layers) == self.n_layers,
                     f"GPTConfig.attention_layers has {len(self.attention_layers)} entries for "
-                    f"{self.n_layer} layers; give one 'global' or 'local' per layer")
+                    f"{self.n_layers} layers; give one 'global' or 'local' per layer")
             bad = sorted(set(self.attention_layers) - set(LAYER_KINDS))
             require(not bad, f"GPTConfig.attention_layers may hold only 'global' and 'local', got {bad}")
         if self.rotary_dim is not None:
@@ -229,14 +229,14 @@ class GPTConfig:
             layers = raw.get("attention_layers") or _expand_attention_types(raw.get("attention_types"))
             specific = dict(
                 n_positions=_field(raw, "max_position_embeddings"), d_model=_field(raw, "hidden_size"),
-                n_layer=_field(raw, "num_layers"), n_head=_field(raw, "num_heads"),
+                n_layers=_field(raw, "num_layers"), n_heads=_field(raw, "num_heads"),
                 d_ff=raw.get("intermediate_size"), window_size=raw.get("window_size", 256),
                 dropout=raw.get("resid_dropout", 0.0), attention_layers=tuple(layers) if layers else None,
             )
         else:
             specific = dict(
                 n_positions=_field(raw, "n_positions", "n_ctx"), d_model=_field(raw, "n_embd"),
-                n_layer=_field(raw, "n_layer"), n_head=_field(raw, "n_head"), d_ff=raw.get("n_inner"),
+                n_layers=_field(raw, "n_layer"), n_heads=_field(raw, "n_head"), d_ff=raw.get("n_inner"),
                 dropout=raw.get("resid_pdrop", 0.0),
             )
             if model_type == "gptj":
@@ -262,8 +262,8 @@ class GPTConfig:
         }
         if self.variant == "gpt_neo":
             out.update(
-                max_position_embeddings=self.n_positions, hidden_size=self.d_model, num_layers=self.n_layer,
-                num_heads=self.n_head, intermediate_size=self.d_ff, window_size=self.window_size,
+                max_position_embeddings=self.n_positions, hidden_size=self.d_model, num_layers=self.n_layers,
+                num_heads=self.n_heads, intermediate_size=self.d_ff, window_size=self.window_size,
                 # one group holding every layer's kind expands to exactly this list
                 attention_types=[[list(self.layer_kinds), 1]], attention_layers=list(self.layer_kinds),
                 resid_dropout=self.dropout, embed_dropout=self.dropout, attention_dropout=0.0,
@@ -271,7 +271,7 @@ class GPTConfig:
         else:
             out.update(
                 n_positions=self.n_positions, n_ctx=self.n_positions, n_embd=self.d_model,
-                n_layer=self.n_layer, n_head=self.n_head, n_inner=self.d_ff,
+                n_layer=self.n_layers, n_head=self.n_heads, n_inner=self.d_ff,
                 resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=0.0,
             )
             if self.variant == "gptj":
@@ -374,7 +374,7 @@ class GPTLMHeadModel(PretrainedModel):
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 out_projection = name.endswith(("attn.out_proj", "mlp.fc_out"))
-                nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * self.config.n_layer) if out_projection else std)
+                nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * self.config.n_layers) if out_projection else std)
                 if isinstance(module, nn.Linear) and module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):

@@ -6,7 +6,7 @@ order after a start-of-image token (``vocab_size - 1``), and a causal decoder pr
 pixel. The decoder is GPT-2's with iGPT's two changes: norms without centring or bias (RMS style)
 and ``quick_gelu``. Sampling pixel by pixel after the top half of an image *completes* it.
 
->>> config = ImageGPTConfig(vocab_size=9, n_positions=16, d_model=32, n_layer=2, n_head=4)
+>>> config = ImageGPTConfig(vocab_size=9, n_positions=16, d_model=32, n_layers=2, n_heads=4)
 >>> model = ImageGPTForCausalImageModeling(config).eval()
 >>> pixels = torch.randint(0, 8, (2, 16))                       # two 4x4 images, 8 colours
 >>> model.image_nll(pixels).shape                                # mean negative log-likelihood
@@ -61,8 +61,8 @@ class ImageGPTConfig:
     """Sizes of an iGPT; a plain dataclass.
 
     ``vocab_size`` = palette colours + 1 (the last id is the start-of-image token);
-    ``n_positions`` = pixels per image (e.g. 32·32); ``d_model`` (HF ``n_embd``), ``n_layer``,
-    ``n_head``, ``d_ff`` (None = 4·d_model); ``activation``; ``norm_eps``; ``dropout``;
+    ``n_positions`` = pixels per image (e.g. 32·32); ``d_model`` (HF ``n_embd``), ``n_layers``,
+    ``n_heads``, ``d_ff`` (None = 4·d_model); ``activation``; ``norm_eps``; ``dropout``;
     ``attention`` (the mechanism of every layer); ``scale_attn_weights`` /
     ``scale_attn_by_inverse_layer_idx`` (GPT-2's score scaling). The classifier variant also uses
     ``num_labels`` / ``id2label``.
@@ -71,8 +71,8 @@ class ImageGPTConfig:
     vocab_size: int = 513
     n_positions: int = 1024
     d_model: int = 512
-    n_layer: int = 24
-    n_head: int = 8
+    n_layers: int = 24
+    n_heads: int = 8
     d_ff: int | None = None
     activation: str = "quick_gelu"
     norm_eps: float = 1e-5
@@ -89,13 +89,13 @@ class ImageGPTConfig:
         self.attention = AttentionSpec.coerce(self.attention)
         self.id2label = resolve_labels(self.num_labels, self.id2label, "ImageGPTConfig")
         self.num_labels = len(self.id2label)
-        for name in ("vocab_size", "n_positions", "d_model", "n_layer", "n_head"):
+        for name in ("vocab_size", "n_positions", "d_model", "n_layers", "n_heads"):
             value = getattr(self, name)
             require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                     f"ImageGPTConfig.{name} must be a positive integer, got {value!r}")
         require(self.vocab_size >= 3, f"ImageGPTConfig.vocab_size must be palette colours + 1 (>= 3), got {self.vocab_size}")
-        require(self.d_model % self.n_head == 0,
-                f"ImageGPTConfig.d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        require(self.d_model % self.n_heads == 0,
+                f"ImageGPTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         self.transformer_config()  # checks activation, mechanism name and options now
 
     @property
@@ -110,13 +110,13 @@ class ImageGPTConfig:
 
     def layer_scales(self) -> list[float]:
         """The factor multiplying ``q·k`` in each layer."""
-        base = 1 / math.sqrt(self.d_model // self.n_head) if self.scale_attn_weights else 1.0
-        return [base / (i + 1) if self.scale_attn_by_inverse_layer_idx else base for i in range(self.n_layer)]
+        base = 1 / math.sqrt(self.d_model // self.n_heads) if self.scale_attn_weights else 1.0
+        return [base / (i + 1) if self.scale_attn_by_inverse_layer_idx else base for i in range(self.n_layers)]
 
     def transformer_config(self) -> TransformerConfig:
         """The core's decoder: GPT-2 blocks with RMS-style norms and quick_gelu."""
         return TransformerConfig(
-            d_model=self.d_model, n_heads=self.n_head, n_layers=self.n_layer, d_ff=self.d_ff, norm="rmsnorm",
+            d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff, norm="rmsnorm",
             norm_eps=self.norm_eps, activation=self.activation, attention=self.attention,
             attention_scale=self.layer_scales()[0], dropout=self.dropout,
         )
@@ -137,7 +137,7 @@ class ImageGPTConfig:
         try:
             return cls(
                 vocab_size=raw.get("vocab_size", 513), n_positions=raw.get("n_positions", 1024),
-                d_model=raw.get("n_embd", 512), n_layer=raw.get("n_layer", 24), n_head=raw.get("n_head", 8),
+                d_model=raw.get("n_embd", 512), n_layers=raw.get("n_layer", 24), n_heads=raw.get("n_head", 8),
                 d_ff=raw.get("n_inner"), activation=raw.get("activation_function", "quick_gelu"),
                 norm_eps=raw.get("layer_norm_epsilon", 1e-5), dropout=raw.get("resid_pdrop", 0.0),
                 attention=own.get("attention") or AttentionSpec(),
@@ -158,8 +158,8 @@ class ImageGPTConfig:
             "vocab_size": self.vocab_size,
             "n_positions": self.n_positions,
             "n_embd": self.d_model,
-            "n_layer": self.n_layer,
-            "n_head": self.n_head,
+            "n_layer": self.n_layers,
+            "n_head": self.n_heads,
             "n_inner": self.d_ff,
             "activation_function": self.activation,
             "layer_norm_epsilon": self.norm_eps,
@@ -242,12 +242,12 @@ class _ImageGPTBackbone(nn.Module):
         return self.decoder(h, key_padding_mask=attention_mask, position_ids=position_ids, caches=caches)
 
 
-def _init_gpt_weights(model: nn.Module, std: float, n_layer: int) -> None:
+def _init_gpt_weights(model: nn.Module, std: float, n_layers: int) -> None:
     """GPT-2's initialisation: N(0, std); residual output projections scaled by 1/sqrt(2·layers)."""
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
             residual_out = name.endswith(("attn.out_proj", "mlp.fc_out"))
-            nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * n_layer) if residual_out else std)
+            nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * n_layers) if residual_out else std)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
     for module in model.modules():
@@ -307,7 +307,7 @@ class ImageGPTForCausalImageModeling(PretrainedModel):
         super().__init__(config)
         self.transformer = _ImageGPTBackbone(config)
         self.lm_head = nn.Linear(config.d_model, config.n_clusters, bias=False)
-        _init_gpt_weights(self, config.initializer_range, config.n_layer)
+        _init_gpt_weights(self, config.initializer_range, config.n_layers)
 
     @classmethod
     def key_map(cls, config: ImageGPTConfig) -> KeyMap:
@@ -407,7 +407,7 @@ class ImageGPTForImageClassification(PretrainedModel):
         super().__init__(config)
         self.transformer = _ImageGPTBackbone(config)
         self.score = nn.Linear(config.d_model, config.num_labels, bias=False)
-        _init_gpt_weights(self, config.initializer_range, config.n_layer)
+        _init_gpt_weights(self, config.initializer_range, config.n_layers)
 
     @property
     def id2label(self) -> dict[int, str]:

@@ -337,8 +337,8 @@ def train_igpt_mnist(options: IGPTMnistOptions | None = None, out: str | Path | 
     train_tokens = digits_to_tokens(processor, data.train_images)
     test_tokens = digits_to_tokens(processor, data.test_images)
     n_pixels = o.image_size * o.image_size
-    config = ImageGPTConfig(vocab_size=o.n_colors + 1, n_positions=n_pixels, d_model=o.d_model, n_layer=o.n_layers,
-                            n_head=o.n_heads, d_ff=o.d_ff, dropout=o.dropout, attention=o.attention)
+    config = ImageGPTConfig(vocab_size=o.n_colors + 1, n_positions=n_pixels, d_model=o.d_model, n_layers=o.n_layers,
+                            n_heads=o.n_heads, d_ff=o.d_ff, dropout=o.dropout, attention=o.attention)
     model = ImageGPTForCausalImageModeling(config)
     generator = torch.Generator().manual_seed(o.seed)
 

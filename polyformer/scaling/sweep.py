@@ -1,6 +1,6 @@
 """Scaling sweeps: train a ladder of models, record every run in a SQLite run store.
 
-A :class:`SweepPlan` names model sizes (``n_layer x d_model x n_head``) and token budgets — a list
+A :class:`SweepPlan` names model sizes (``n_layers x d_model x n_heads``) and token budgets — a list
 of budgets (every size trains on each) or a number of tokens per non-embedding parameter (each
 size gets its own budget, the usual compute-efficient ladder). :func:`run_sweep` trains each run
 with :mod:`polyformer.train` (checkpoints every eighth of the run), then commits its loss curve
@@ -35,27 +35,27 @@ from polyformer.train.metrics import read_metrics
 class ModelSize:
     """One rung of the ladder."""
 
-    n_layer: int
+    n_layers: int
     d_model: int
-    n_head: int
+    n_heads: int
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "d_model", "n_head"):
+        for name in ("n_layers", "d_model", "n_heads"):
             value = getattr(self, name)
             require(isinstance(value, int) and value > 0, f"model size: {name} must be a positive integer, got {value!r}")
-        require(self.d_model % self.n_head == 0,
-                f"model size: d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        require(self.d_model % self.n_heads == 0,
+                f"model size: d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
     @property
     def label(self) -> str:
-        return f"L{self.n_layer}-d{self.d_model}-h{self.n_head}"
+        return f"L{self.n_layers}-d{self.d_model}-h{self.n_heads}"
 
     @classmethod
     def parse(cls, text: str) -> "ModelSize":
-        """``"4x128x4"`` (n_layer x d_model x n_head)."""
+        """``"4x128x4"`` (n_layers x d_model x n_heads)."""
         match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
         if not match:
-            raise ConfigError(f"model size {text!r}: write n_layer x d_model x n_head, e.g. 4x128x4")
+            raise ConfigError(f"model size {text!r}: write n_layers x d_model x n_heads, e.g. 4x128x4")
         return cls(*(int(g) for g in match.groups()))
 
 
@@ -108,7 +108,7 @@ class SweepPlan:
         values = dict(values)
         sizes = values.pop("sizes", None)
         if not sizes:
-            raise ConfigError("sweep plan: 'sizes' must list model sizes, e.g. [{'n_layer': 2, 'd_model': 64, 'n_head': 2}]")
+            raise ConfigError("sweep plan: 'sizes' must list model sizes, e.g. [{'n_layers': 2, 'd_model': 64, 'n_heads': 2}]")
         parsed = [ModelSize.parse(s) if isinstance(s, str) else make_options(ModelSize, s, "model size") for s in sizes]
         if "tokens" in values and values["tokens"] is not None:
             values.setdefault("tokens_per_param", None)
@@ -162,7 +162,7 @@ class PlannedRun:
 
     @property
     def flops_attention(self) -> float:
-        context = 2.0 * self.size.n_layer * self.train.seq_len * self.size.d_model
+        context = 2.0 * self.size.n_layers * self.train.seq_len * self.size.d_model
         return 3.0 * self.tokens * (2.0 * self.params_non_embedding + context)
 
     def store_config(self) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def plan_runs(plan: SweepPlan, vocab_size: int, work_dir: Path) -> list[PlannedR
     """Every run of the plan, smallest model first, with its step count and parameter counts."""
     runs = []
     for size in plan.sizes:
-        config = {**plan.model_config, "n_layer": size.n_layer, "d_model": size.d_model, "n_head": size.n_head}
+        config = {**plan.model_config, "n_layers": size.n_layers, "d_model": size.d_model, "n_heads": size.n_heads}
         if plan.family == "gpt":
             config.setdefault("n_positions", plan.seq_len)
         spec = ModelSpec(plan.family, config)
