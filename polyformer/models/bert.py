@@ -1,0 +1,470 @@
+"""BERT (Devlin et al. 2018): word, position and segment embeddings read by a post-norm encoder.
+
+Token ids become the sum of a word vector, a learned position vector and a token-type (segment)
+vector, layer-normed; a post-norm :class:`~polyformer.transformer.Encoder` (``norm(x + f(x))``, no
+final norm) reads them. The heads of :mod:`polyformer.models.heads` turn the hidden states into
+sequence classes (from the tanh pooler), token classes, answer spans or masked words.
+
+>>> config = BertConfig(vocab_size=100, d_model=32, n_layers=2, n_heads=4, d_ff=64, num_labels=3)
+>>> model = BertForSequenceClassification(config).eval()
+>>> ids = torch.randint(0, 100, (2, 7))
+>>> model(input_ids=ids, attention_mask=torch.ones(2, 7)).logits.shape
+torch.Size([2, 3])
+
+Loads and saves Hugging Face ``BertModel``, ``BertForSequenceClassification``,
+``BertForTokenClassification``, ``BertForQuestionAnswering`` and ``BertForMaskedLM`` folders; any
+registered attention mechanism can replace the dense one (``config.with_attention("longformer")``).
+Families built on BERT (LayoutLM's 2-D boxes, TAPAS's table token types) subclass
+:class:`BertEmbeddings` and hand their extra vectors to its ``extra`` argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from polyformer.attention import AttentionSpec
+from polyformer.convert.checkpoint import load_state_dict, read_config
+from polyformer.convert.keymap import KeyMap, check_state_dict
+from polyformer.errors import CheckpointError, ConfigError, ShapeError
+from polyformer.layers import LayerNorm, LearnedPositions, TokenEmbedding
+from polyformer.models import register_model
+from polyformer.models._folders import write_hf_folder
+from polyformer.models._labels import check_head_rows, labels_to_hf, parse_id2label, resolve_labels
+from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
+from polyformer.models.bert_convert import bert_key_map
+from polyformer.models.heads import (
+    PROBLEM_TYPES, MaskedLMHead, Pooler, SpanHead, classification_loss, span_loss, token_cross_entropy,
+)
+from polyformer.models.outputs import (
+    BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from polyformer.options import require
+from polyformer.transformer import Encoder, TransformerConfig
+
+__all__ = [
+    "BertConfig", "BertEmbeddings", "BertForMaskedLM", "BertForQuestionAnswering", "BertForSequenceClassification",
+    "BertForTokenClassification", "BertModel", "BertPreTrainedModel", "init_bert_weights",
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class BertConfig:
+    """Sizes and switches of a BERT; a plain dataclass whose defaults are ``bert-base``'s.
+
+    Embeddings: ``vocab_size``, ``max_position_embeddings``, ``type_vocab_size`` (segments),
+    ``pad_token_id`` (its word vector starts at zero and gets no gradient).
+    Encoder: ``d_model`` (HF ``hidden_size``), ``n_layers``, ``n_heads``, ``d_ff``, ``activation``,
+    ``norm_eps``, ``dropout`` (embeddings and sub-layers), ``attention`` (the mechanism of every
+    layer). ``attention_dropout`` is kept for the config.json round trip; the core applies no
+    dropout to attention probabilities.
+    Heads: ``num_labels`` / ``id2label``, ``problem_type``, ``classifier_dropout`` (None =
+    ``dropout``), ``tie_word_embeddings`` (the masked-LM decoder is the word-embedding matrix).
+    """
+
+    #: the ``model_type`` of config.json; families that reuse this config set their own
+    model_type: ClassVar[str] = "bert"
+
+    vocab_size: int = 30522
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: str = "gelu"
+    norm_eps: float = 1e-12
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    pad_token_id: int | None = 0
+    position_embedding_type: str = "absolute"
+    initializer_range: float = 0.02
+    attention: AttentionSpec = field(default_factory=AttentionSpec)
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    problem_type: str | None = None
+    classifier_dropout: float | None = None
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        self.attention = AttentionSpec.coerce(self.attention)
+        self.id2label = resolve_labels(self.num_labels, self.id2label, "BertConfig")
+        self.num_labels = len(self.id2label)
+        self._validate()
+        self.transformer_config()  # checks activation, mechanism name and options now
+
+    def transformer_config(self) -> TransformerConfig:
+        """The core's config of the encoder: post-norm blocks, no final norm."""
+        return TransformerConfig(
+            d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
+            norm_eps=self.norm_eps, norm_position="post", final_norm=False, activation=self.activation,
+            attention=self.attention, dropout=self.dropout,
+        )
+
+    def with_attention(self, attention: AttentionSpec | str | dict) -> "BertConfig":
+        """A copy whose every layer uses ``attention`` (e.g. ``"longformer"`` for long documents)."""
+        return dataclasses.replace(self, attention=AttentionSpec.coerce(attention))
+
+    def _validate(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_position_embeddings",
+                     "type_vocab_size"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                    f"BertConfig.{name} must be a positive integer, got {value!r}")
+        require(self.position_embedding_type == "absolute",
+                f"BertConfig.position_embedding_type {self.position_embedding_type!r} is not supported: polyformer's "
+                "BERT has learned absolute positions only; use a checkpoint with 'absolute' positions")
+        require(self.pad_token_id is None or 0 <= self.pad_token_id < self.vocab_size,
+                f"BertConfig.pad_token_id must be null or in [0, vocab_size={self.vocab_size}), got {self.pad_token_id!r}")
+        require(self.problem_type is None or self.problem_type in PROBLEM_TYPES,
+                f"BertConfig.problem_type must be null or one of {', '.join(PROBLEM_TYPES)}, got {self.problem_type!r}")
+        require(self.classifier_dropout is None or 0 <= self.classifier_dropout < 1,
+                f"BertConfig.classifier_dropout must be null or in [0, 1), got {self.classifier_dropout!r}")
+
+    # -- Hugging Face config.json -------------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, raw: dict[str, Any], where: str = "config.json") -> "BertConfig":
+        """The config of a Hugging Face ``config.json`` (absent keys take Hugging Face's defaults)."""
+        if raw.get("model_type") != cls.model_type:
+            raise CheckpointError(f"{where}: model_type {raw.get('model_type')!r} is not {cls.model_type!r}")
+        for flag in ("is_decoder", "add_cross_attention"):
+            if raw.get(flag):
+                raise CheckpointError(f"{where}: {flag}=true (a BERT decoder) is not supported; only encoders load")
+        own = raw.get(POLYFORMER_KEY) or {}
+        kwargs = {ours: raw[hf] for hf, ours in _HF_FIELDS if hf in raw}
+        try:
+            return cls(**kwargs, attention=own.get("attention") or AttentionSpec(),
+                       num_labels=None if raw.get("id2label") else raw.get("num_labels"),
+                       id2label=parse_id2label(raw, where))
+        except ConfigError as error:
+            raise CheckpointError(f"{where}: {error}") from None
+
+    def to_hf(self, architecture: str = "BertModel") -> dict[str, Any]:
+        """A Hugging Face ``config.json`` (a non-dense mechanism is kept under ``"polyformer"``)."""
+        out: dict[str, Any] = {"model_type": self.model_type, "architectures": [architecture]}
+        out.update({hf: getattr(self, ours) for hf, ours in _HF_FIELDS})
+        out.update(labels_to_hf(self.id2label or {}))
+        if self.attention != AttentionSpec():
+            out[POLYFORMER_KEY] = {"attention": {"name": self.attention.name, "options": dict(self.attention.options)}}
+        return out
+
+
+#: (Hugging Face config.json key, our field): the one place where the two spellings meet
+_HF_FIELDS = (
+    ("vocab_size", "vocab_size"), ("hidden_size", "d_model"), ("num_hidden_layers", "n_layers"),
+    ("num_attention_heads", "n_heads"), ("intermediate_size", "d_ff"), ("hidden_act", "activation"),
+    ("layer_norm_eps", "norm_eps"), ("hidden_dropout_prob", "dropout"),
+    ("attention_probs_dropout_prob", "attention_dropout"), ("max_position_embeddings", "max_position_embeddings"),
+    ("type_vocab_size", "type_vocab_size"), ("pad_token_id", "pad_token_id"),
+    ("position_embedding_type", "position_embedding_type"), ("initializer_range", "initializer_range"),
+    ("problem_type", "problem_type"), ("classifier_dropout", "classifier_dropout"),
+    ("tie_word_embeddings", "tie_word_embeddings"),
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# Embeddings
+# ------------------------------------------------------------------------------------------------
+class BertEmbeddings(nn.Module):
+    """``norm(word + token type + position [+ extra ...])``, then dropout: (B, N) ids -> (B, N, d)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = TokenEmbedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.position_embeddings = LearnedPositions(config.max_position_embeddings, config.d_model)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.d_model)
+        self.norm = LayerNorm(config.d_model, eps=config.norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        extra: Sequence[Tensor] = (),
+    ) -> Tensor:
+        """Embed ``input_ids`` (B, N) or take ``inputs_embeds`` (B, N, d) as the word vectors.
+
+        ``extra``: further (B, N, d) vectors summed in before the norm — how families built on
+        BERT add their own embeddings (LayoutLM's boxes, TAPAS's table coordinates).
+        """
+        b, n = self.check_inputs(input_ids, token_type_ids, position_ids, inputs_embeds)
+        device = (input_ids if input_ids is not None else inputs_embeds).device  # type: ignore[union-attr]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(b, n, dtype=torch.long, device=device)
+        if position_ids is None:
+            position_ids = torch.arange(n, device=device).expand(b, n)
+        words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        x = words + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)  # (B, N, d)
+        for vectors in extra:
+            x = x + vectors
+        return self.dropout(self.norm(x))
+
+    def check_inputs(self, input_ids: Tensor | None, token_type_ids: Tensor | None, position_ids: Tensor | None,
+                     inputs_embeds: Tensor | None) -> tuple[int, int]:
+        """(batch, length) of the inputs; a :class:`ShapeError` naming the fix for anything inconsistent."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ShapeError("BERT: pass exactly one of input_ids (batch, length) and inputs_embeds (batch, length, d)")
+        d = self.norm.normalized_shape[0]
+        if input_ids is not None and input_ids.dim() != 2:
+            raise ShapeError(f"BERT: input_ids must be (batch, length), got {tuple(input_ids.shape)}; "
+                             "add a batch dimension with ids[None] for one sequence")
+        if inputs_embeds is not None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != d):
+            raise ShapeError(f"BERT: inputs_embeds must be (batch, length, {d}), got {tuple(inputs_embeds.shape)}")
+        b, n = (input_ids if input_ids is not None else inputs_embeds).shape[:2]  # type: ignore[union-attr]
+        limit = self.position_embeddings.n_positions
+        if position_ids is None and n > limit:
+            raise ShapeError(f"BERT: {n} tokens but max_position_embeddings is {limit}; truncate the input "
+                             f"(e.g. tokenizer(..., truncation=True, max_length={limit}))")
+        # position_ids may be shared by the whole batch: (length,) or (1, length)
+        for name, ids, shared in (("token_type_ids", token_type_ids, ()), ("position_ids", position_ids, ((n,), (1, n)))):
+            if ids is not None and tuple(ids.shape) != (b, n) and tuple(ids.shape) not in shared:
+                raise ShapeError(f"BERT: {name} must be (batch, length) = {(b, n)} like input_ids, got {tuple(ids.shape)}")
+        types = self.token_type_embeddings.num_embeddings
+        if token_type_ids is not None and token_type_ids.numel() and (
+                token_type_ids.is_floating_point() or int(token_type_ids.min()) < 0
+                or int(token_type_ids.max()) >= types):
+            raise ShapeError(f"BERT: token_type_ids must be integers in [0, type_vocab_size={types}), got "
+                             f"values in [{token_type_ids.min().item()}, {token_type_ids.max().item()}]; "
+                             + ("this model has one segment type: pass token_type_ids=None" if types == 1 else
+                                "segment A is 0, segment B is 1"))
+        return b, n
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------------
+def init_bert_weights(model: nn.Module, std: float) -> None:
+    """Hugging Face's BERT initialisation: N(0, std) weights and tables, zero biases, unit norms."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+            if getattr(module, "padding_idx", None) is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])  # type: ignore[index]
+        elif isinstance(module, LearnedPositions):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, MaskedLMHead):
+            nn.init.zeros_(module.bias)
+
+
+class BertPreTrainedModel(PretrainedModel):
+    """What every BERT model shares: config, key map, weight init, loading and saving.
+
+    ``head`` names the weights outside the base model (see ``bert_convert.HEADS``);
+    ``add_pooling_layer`` says whether the base model has its pooler, as in Hugging Face.
+    """
+
+    model_type: ClassVar[str] = "bert"
+    config_class: ClassVar[type] = BertConfig
+    hf_save_prefix: ClassVar[str] = "bert."
+    head: ClassVar[str] = "none"
+    add_pooling_layer: ClassVar[bool] = False
+    #: weight whose rows must equal the number of labels (checked on load)
+    label_rows: ClassVar[str | None] = None
+
+    def _base(self, config: BertConfig) -> "BertModel":
+        return BertModel(config, add_pooling_layer=self.add_pooling_layer)
+
+    @classmethod
+    def key_map(cls, config: BertConfig) -> KeyMap:
+        return bert_key_map(cls.head, pooler=cls.add_pooling_layer, tied=config.tie_word_embeddings)
+
+    def complete_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        # A label map that does not fit the head is named as such, not as a mis-shaped weight.
+        if self.label_rows is not None and self.label_rows in state:
+            check_head_rows(state[self.label_rows].shape[0], self.config.id2label, self.label_rows, "checkpoint")
+        return state
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write a Hugging Face folder (``config.json`` + ``model.safetensors``) of this architecture."""
+        hf_state = self.key_map(self.config).to_hf(self.state_dict(), prefix=self.hf_save_prefix)
+        return write_hf_folder(path, self.config.to_hf(self.architectures[0]), hf_state)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(self.config.id2label)
+
+
+class BertModel(BertPreTrainedModel):
+    """Embeddings, the post-norm encoder and the optional pooler (Hugging Face ``BertModel``)."""
+
+    architectures: ClassVar[tuple[str, ...]] = ("BertModel",)
+    hf_save_prefix: ClassVar[str] = ""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = Encoder(config.transformer_config())
+        self.pooler = Pooler(config.d_model) if add_pooling_layer else None
+        init_bert_weights(self, config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """Hidden states (B, N, d) of every token, and the pooled first token when there is a pooler.
+
+        ``attention_mask`` (B, N): 1 for real tokens, 0 for padding (the tokenizer's mask).
+        """
+        h = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, N, d)
+        mask = None
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != tuple(h.shape[:2]):
+                raise ShapeError(f"BERT: attention_mask must be (batch, length) = {tuple(h.shape[:2])}, got "
+                                 f"{tuple(attention_mask.shape)}; 1 marks real tokens, 0 padding")
+            mask = attention_mask.bool()
+        h = self.encoder(h, key_padding_mask=mask)  # (B, N, d)
+        pooled = self.pooler(h) if self.pooler is not None else None  # (B, d)
+        return BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=pooled)
+
+    @classmethod
+    def key_map(cls, config: BertConfig, pooler: bool = True) -> KeyMap:
+        return bert_key_map("none", pooler=pooler, prefix="")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        attention: AttentionSpec | str | dict | None = None,
+        dtype: torch.dtype | None = None,
+        add_pooling_layer: bool | None = None,
+    ) -> "BertModel":
+        """Load a ``BertModel`` folder; the pooler is built when the checkpoint has one (or as told)."""
+        config = BertConfig.from_hf(read_config(path), str(Path(path) / "config.json"))
+        if attention is not None:
+            config = config.with_attention(attention)
+        hf_state, source = load_state_dict(path)
+        if add_pooling_layer is None:
+            add_pooling_layer = any(k.endswith("pooler.dense.weight") for k in hf_state)
+        model = cls(config, add_pooling_layer=add_pooling_layer)
+        state, unexpected = cls.key_map(config, add_pooling_layer).to_ours(hf_state)
+        check_state_dict(model, state, unexpected, str(source))
+        model.load_state_dict(state, strict=True)
+        return (model if dtype is None else model.to(dtype)).eval()
+
+
+def _classifier_dropout(config: BertConfig) -> nn.Dropout:
+    return nn.Dropout(config.dropout if config.classifier_dropout is None else config.classifier_dropout)
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """A linear classifier on the pooled first token (Hugging Face ``BertForSequenceClassification``)."""
+
+    architectures: ClassVar[tuple[str, ...]] = ("BertForSequenceClassification",)
+    head, add_pooling_layer, label_rows = "classifier", True, "classifier.weight"
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.bert = self._base(config)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
+                inputs_embeds: Tensor | None = None, labels: Tensor | None = None) -> SequenceClassifierOutput:
+        """Class scores (B, num_labels); ``loss`` by Hugging Face's ``problem_type`` rule when ``labels`` given."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
+        loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """A linear classifier on every token (Hugging Face ``BertForTokenClassification``)."""
+
+    architectures: ClassVar[tuple[str, ...]] = ("BertForTokenClassification",)
+    head, label_rows = "classifier", "classifier.weight"
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.bert = self._base(config)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
+                inputs_embeds: Tensor | None = None, labels: Tensor | None = None) -> TokenClassifierOutput:
+        """Scores (B, N, num_labels); ``loss`` is the cross-entropy over labels that are not -100."""
+        h = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds).last_hidden_state
+        logits = self.classifier(self.dropout(h))  # (B, N, num_labels)
+        loss = None if labels is None else token_cross_entropy(logits, labels)
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """Start and end scores of an answer span (Hugging Face ``BertForQuestionAnswering``)."""
+
+    architectures: ClassVar[tuple[str, ...]] = ("BertForQuestionAnswering",)
+    head = "qa"
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.bert = self._base(config)
+        self.qa_outputs = SpanHead(config.d_model)
+        init_bert_weights(self.qa_outputs, config.initializer_range)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
+                inputs_embeds: Tensor | None = None, start_positions: Tensor | None = None,
+                end_positions: Tensor | None = None) -> QuestionAnsweringModelOutput:
+        """``start_logits`` / ``end_logits`` (B, N); ``loss`` when both answer positions (B,) are given."""
+        h = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds).last_hidden_state
+        start, end = self.qa_outputs(h)  # (B, N) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start, end, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start, end_logits=end)
+
+
+class BertForMaskedLM(BertPreTrainedModel):
+    """Scores over the vocabulary at every position (Hugging Face ``BertForMaskedLM``).
+
+    The decoder is the word-embedding matrix (tied, one copy) unless ``tie_word_embeddings`` is off.
+    """
+
+    architectures: ClassVar[tuple[str, ...]] = ("BertForMaskedLM",)
+    head = "mlm"
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.bert = self._base(config)
+        self.cls = MaskedLMHead(config.d_model, config.vocab_size, config.activation, config.norm_eps,
+                                tied=config.tie_word_embeddings)
+        init_bert_weights(self.cls, config.initializer_range)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
+                inputs_embeds: Tensor | None = None, labels: Tensor | None = None) -> MaskedLMOutput:
+        """Scores (B, N, vocab); ``loss`` is the cross-entropy at positions whose label is not -100."""
+        h = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds).last_hidden_state
+        logits = self.cls(h, self.bert.embeddings.word_embeddings.weight)  # (B, N, vocab)
+        loss = None if labels is None else token_cross_entropy(logits, labels)
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+
+# BertModel first: a config.json without "architectures" loads as the bare encoder, as AutoModel does.
+for _cls in (BertModel, BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering,
+             BertForMaskedLM):
+    register_model(_cls)
