@@ -19,3 +19,12 @@ def pipeline(task: str, model: Any = None, **kwargs: Any) -> Any:
     from polyformer.pipelines import pipeline as build
 
     return build(task, model=model, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``polyformer.AutoTokenizer`` / ``polyformer.AutoProcessor``, imported on first use."""
+    if name in ("AutoTokenizer", "AutoProcessor", "AutoImageProcessor"):
+        import polyformer.processors.auto as auto
+
+        return getattr(auto, name)
+    raise AttributeError(f"module 'polyformer' has no attribute {name!r}")

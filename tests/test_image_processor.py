@@ -157,7 +157,10 @@ def test_config_round_trip_and_errors(tmp_path):
         ImageProcessor(size={"tall": 3})
     with pytest.raises(ConfigError, match="resample must be one of"):
         ImageProcessor(resample=9)
-    with pytest.raises(ConfigError, match="preprocessor_config.json is missing"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"preprocessor_config.json is missing.*save_pretrained\(folder\)"):
+        load_image_processor(tmp_path / "empty")
+    with pytest.raises(DataError, match="nowhere: no such folder"):
         load_image_processor(tmp_path / "nowhere")
 
 

@@ -88,7 +88,7 @@ def test_bad_images_and_folders_are_named(vit_folder, tmp_path):
     (tmp_path / "noproc").mkdir()
     for name in ("config.json", "model.safetensors"):
         (tmp_path / "noproc" / name).write_bytes((vit_folder / name).read_bytes())
-    with pytest.raises(ConfigError, match="preprocessor_config.json is missing"):
+    with pytest.raises(DataError, match=r"preprocessor_config.json is missing.*save_pretrained\(folder\)"):
         polyformer.pipeline("image-classification", model=tmp_path / "noproc")
     (tmp_path / "noproc" / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5], "image_std": [0.5]}))
     with pytest.raises(ConfigError, match="num_channels=3"):

@@ -32,32 +32,43 @@ FUNCTIONS = ("softmax", "sigmoid", "none")
 
 
 def load_vision_model(model: Any, processor: ImageProcessor | None, task: str) -> tuple[nn.Module, ImageProcessor]:
-    """A model (loaded from a folder if a path is given) and the processor that matches it."""
+    """A model (loaded from a folder if a path is given) and the processor saved with it.
+
+    There is no default processor: resizing and normalising with the wrong size or statistics
+    gives confident wrong answers, so a folder without ``preprocessor_config.json`` or a loaded
+    model without ``processor=`` is refused with an error that says how to provide one.
+    """
     if isinstance(model, (str, Path)):
         from polyformer.models import from_pretrained
+        from polyformer.processors.auto import AutoImageProcessor
 
         folder = Path(model)
         loaded = from_pretrained(folder)
-        return loaded, processor if processor is not None else load_image_processor(folder)
+        return loaded, processor if processor is not None else AutoImageProcessor.from_pretrained(folder)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"pipeline({task!r}): model must be a model folder or a loaded model, got {type(model).__name__}")
     if processor is None:
-        processor = default_processor(model)
+        raise ConfigError(
+            f"pipeline({task!r}) with a loaded {type(model).__name__} needs processor=<its image processor>, e.g. "
+            "polyformer.AutoProcessor.from_pretrained(folder); save it beside the model with "
+            "processor.save_pretrained(folder) so the folder alone is enough"
+        )
     return model.eval(), processor
 
 
-def default_processor(model: nn.Module) -> ImageProcessor:
-    """A processor for an in-memory model without a ``preprocessor_config.json``: its own image size, mean/std 0.5."""
-    config = getattr(model, "config", None)
-    size = getattr(config, "image_size", None)
-    channels = getattr(config, "num_channels", 3)
-    if size is None:
+def check_image_size(model: nn.Module, processor: ImageProcessor) -> None:
+    """Refuse a processor whose output size is not the model's ``image_size`` (when both are fixed)."""
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    if size is None or isinstance(processor, ImageGPTProcessor):
+        return
+    expected = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    out = processor.crop_size if processor.do_center_crop else processor.size if processor.do_resize else None
+    if out and "height" in out and (out["height"], out["width"]) != tuple(expected):
         raise ConfigError(
-            f"{type(model).__name__} needs an explicit processor=... (no image size in its config); e.g. "
-            "polyformer.processors.load_image_processor(folder)"
+            f"the processor makes {out['height']}x{out['width']} images but the model was built for "
+            f"{expected[0]}x{expected[1]} (config.json image_size); save the processor the model was trained with "
+            "beside it (processor.save_pretrained(folder))"
         )
-    return ImageProcessor(size={"height": size[0], "width": size[1]}, image_mean=[0.5] * channels,
-                          image_std=[0.5] * channels)
 
 
 def image_batch(images: Any) -> tuple[list[Any], bool]:
@@ -88,6 +99,7 @@ class ImageClassificationPipeline:
                 f"preprocessor_config.json gives {processor.num_channels}-channel images (image_mean has "
                 f"{len(processor.image_mean)} values) but the model's config.json has num_channels={channels}"
             )
+        check_image_size(model, processor)
         self.model, self.processor = model, processor
         self.top_k, self.batch_size = _check_top_k(top_k), batch_size
         self.function_to_apply = function_to_apply

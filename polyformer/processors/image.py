@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from polyformer.errors import ConfigError, DataError
+from polyformer.processors.base import missing_files_error, register_processor
 
 __all__ = [
     "IMAGENET_STANDARD_MEAN",
@@ -542,13 +543,17 @@ def load_image_processor(folder: str | Path) -> ImageProcessor:
     """The processor a model folder's ``preprocessor_config.json`` describes (iGPT's when it has clusters)."""
     path = Path(folder) / CONFIG_NAME
     if not path.exists():
-        raise ConfigError(
-            f"{path} is missing: an image model folder needs a preprocessor_config.json (write one with "
-            "ImageProcessor(...).save_pretrained(folder))"
-        )
+        raise missing_files_error(Path(folder), CONFIG_NAME, "ImageProcessor(size=...).save_pretrained(folder) (an image "
+                                  "model folder needs the processor it was trained with)")
     try:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON ({error})") from None
     is_igpt = "clusters" in raw or str(raw.get("image_processor_type", "")).startswith("ImageGPT")
     return (ImageGPTProcessor if is_igpt else ImageProcessor).from_dict(raw, str(path))
+
+
+# Hugging Face's names for these processors, and the model types whose folders use them
+register_processor("image_processor", ImageProcessor, names=["ViTImageProcessor", "ViTImageProcessorFast"], model_types=["vit"])
+register_processor("image_processor", ImageGPTProcessor, names=["ImageGPTImageProcessor", "ImageGPTImageProcessorFast"],
+                   model_types=["imagegpt"])

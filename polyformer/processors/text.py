@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 
 from polyformer.errors import ConfigError, DataError
+from polyformer.files import fsync_dir
+from polyformer.processors.base import missing_files_error, register_processor
 
 ENDOFTEXT = "<|endoftext|>"
 
@@ -110,10 +112,13 @@ class TextTokenizer:
             return cls.from_file(folder / "tokenizer.json", **settings)
         if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
             return cls.from_files(folder / "vocab.json", folder / "merges.txt", **settings)
-        raise DataError(f"{folder}: no tokenizer found; expected tokenizer.json or vocab.json + merges.txt")
+        error = missing_files_error(folder, "tokenizer.json (or vocab.json + merges.txt)",
+                                    "tokenizer.save_pretrained(folder)")
+        raise DataError(f"no tokenizer found: {error}")
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``tokenizer.json``, ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` atomically."""
+        """Write ``tokenizer.json``, ``vocab.json``, ``merges.txt``, ``tokenizer_config.json`` and
+        ``special_tokens_map.json``, each atomically (each is renamed into place whole)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".tokenizer.") as tmp:
@@ -123,8 +128,11 @@ class TextTokenizer:
                       "unk_token": self.eos_token, "pad_token": self.pad_token, "padding_side": self.padding_side,
                       "add_prefix_space": False, "model_max_length": None}
             Path(tmp, "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+            specials = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if config[k]}
+            Path(tmp, "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
             for name in os.listdir(tmp):  # tokenizer.json, the model's own files, tokenizer_config.json
                 os.replace(os.path.join(tmp, name), folder / name)
+        fsync_dir(folder)
         return folder
 
     # -- text <-> ids -------------------------------------------------------------------------------
@@ -171,6 +179,10 @@ class TextTokenizer:
             ids[i, span] = torch.tensor(row)
             mask[i, span] = 1
         return {"input_ids": ids, "attention_mask": mask}
+
+
+# GPT-2's tokenizer files, under both of Hugging Face's class names and the model types that use them
+register_processor("tokenizer", TextTokenizer, names=["GPT2Tokenizer"], model_types=["gpt2", "gpt_neo", "gptj"])
 
 
 def _read_tokenizer_config(folder: Path) -> dict:
