@@ -275,7 +275,7 @@ class BertPreTrainedModel(PretrainedModel):
     head: ClassVar[str] = "none"
     add_pooling_layer: ClassVar[bool] = False
     #: weight whose rows must equal the number of labels (checked on load)
-    label_rows: ClassVar[str | None] = None
+    head_weight: ClassVar[str | None] = None
 
     def _base(self, config: BertConfig) -> "BertModel":
         return BertModel(config, add_pooling_layer=self.add_pooling_layer)
@@ -286,8 +286,8 @@ class BertPreTrainedModel(PretrainedModel):
 
     def complete_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         # A label map that does not fit the head is named as such, not as a mis-shaped weight.
-        if self.label_rows is not None and self.label_rows in state:
-            check_head_rows(state[self.label_rows].shape[0], self.config.id2label, self.label_rows, "checkpoint")
+        if self.head_weight is not None and self.head_weight in state:
+            check_head_rows(state[self.head_weight].shape[0], self.config.id2label, self.head_weight, "checkpoint")
         return state
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -371,7 +371,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
     """A linear classifier on the pooled first token (Hugging Face ``BertForSequenceClassification``)."""
 
     architectures: ClassVar[tuple[str, ...]] = ("BertForSequenceClassification",)
-    head, add_pooling_layer, label_rows = "classifier", True, "classifier.weight"
+    head, add_pooling_layer, head_weight = "classifier", True, "classifier.weight"
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
@@ -394,7 +394,7 @@ class BertForTokenClassification(BertPreTrainedModel):
     """A linear classifier on every token (Hugging Face ``BertForTokenClassification``)."""
 
     architectures: ClassVar[tuple[str, ...]] = ("BertForTokenClassification",)
-    head, label_rows = "classifier", "classifier.weight"
+    head, head_weight = "classifier", "classifier.weight"
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
