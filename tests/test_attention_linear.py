@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from polyformer import attention
-from polyformer.attention._feature_maps import register_feature_map
+from polyformer.attention.kernels.feature_maps import register_feature_map
 from polyformer.errors import ConfigError, ShapeError
 
 
@@ -230,7 +230,7 @@ def test_default_options_work_at_short_lengths_forward_and_backward(causal):
 
 
 def test_streamed_non_causal_blocks_match_naive(monkeypatch):
-    import polyformer.attention._linearized as linearized
+    import polyformer.attention.kernels.linearized as linearized
 
     monkeypatch.setattr(linearized, "_STREAM_BLOCK_ELEMENTS", 2 * 2 * 6 * 3)  # 3 positions per block
     q, k, v = _inputs(n_q=10, n_k=13)
@@ -247,7 +247,7 @@ def test_streamed_non_causal_blocks_match_naive(monkeypatch):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_kernel_with_initial_state_equals_attending_to_the_prefix(causal):
-    from polyformer.attention._kernelized import append_ones, kernelized_attention, key_state
+    from polyformer.attention.kernels.kernelized import append_ones, kernelized_attention, key_state
 
     q, k, v = (t.detach() for t in _inputs(n_q=9, n_k=9))
     phi_q, phi_k = elu1(q), elu1(k)

@@ -219,7 +219,7 @@ def test_default_options_work_at_short_lengths_forward_and_backward(causal):
 
 
 def test_streamed_non_causal_blocks_equal_one_block(monkeypatch):
-    import polyformer.attention._linearized as linearized
+    import polyformer.attention.kernels.linearized as linearized
 
     q, k, v = (t.detach() for t in _inputs(n_q=23, n_k=23))
     k = k * torch.linspace(0.2, 3.0, 23)[:, None]  # the stabiliser grows from block to block

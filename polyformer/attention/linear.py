@@ -5,7 +5,7 @@ sim(q, k) = φ(q)ᵀφ(k) with φ = elu(x) + 1 by default, so that
     out_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ  /  φ(q_i)ᵀ Σ_j φ(k_j)
 
 costs O(N) instead of O(N²). Causal attention uses the chunked algorithm of
-:mod:`polyformer.attention._kernelized`; decoding keeps the running sums only (O(1) per layer).
+:mod:`polyformer.attention.kernels.kernelized`; decoding keeps the running sums only (O(1) per layer).
 ``scale`` is accepted and ignored: this similarity has no temperature.
 """
 
@@ -16,8 +16,8 @@ from typing import Callable
 
 from torch import Tensor
 
-from polyformer.attention._feature_maps import check_non_negative, is_builtin, resolve_feature_map
-from polyformer.attention._linearized import LinearizedAttention, zero_padded_keys
+from polyformer.attention.kernels.feature_maps import check_non_negative, is_builtin, resolve_feature_map
+from polyformer.attention.kernels.linearized import LinearizedAttention, zero_padded_keys
 from polyformer.attention.registry import register
 from polyformer.options import require
 
@@ -27,7 +27,7 @@ class LinearOptions:
     """Options of ``linear`` attention.
 
     ``feature_map``: a registered name (``"elu+1"``, ``"relu"``; add more with
-    ``polyformer.attention._feature_maps.register_feature_map``) or a callable mapping (..., D) to
+    ``polyformer.attention.kernels.feature_maps.register_feature_map``) or a callable mapping (..., D) to
     non-negative (..., F). ``chunk_size``: positions per chunk of the causal algorithm (exact
     attention inside a chunk, a running state across chunks); any value works for any length;
     None picks a power of two near √(F·Dv), which balances the two parts of the cost.

@@ -37,7 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polyformer.attention._lsh_kernel import EMPTY_LSE, MASKED_SCORE, SELF_SCORE, WindowSpec, sorted_window_attention
+from polyformer.attention.kernels.lsh_kernel import (
+    EMPTY_LSE,
+    MASKED_SCORE,
+    SELF_SCORE,
+    WindowSpec,
+    sorted_window_attention,
+)
 from polyformer.attention.base import AttentionMechanism
 from polyformer.attention.reference import combine_masks
 from polyformer.attention.registry import register

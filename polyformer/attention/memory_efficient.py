@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from polyformer.attention._chunked_kernel import ChunkedAttentionFunction, KernelConfig, is_additive
+from polyformer.attention.kernels.chunked_kernel import ChunkedAttentionFunction, KernelConfig, is_additive
 from polyformer.attention.base import AttentionMechanism, check_inputs
 from polyformer.attention.registry import register
 from polyformer.attention.score_mods import (
@@ -136,16 +136,37 @@ def _bias_4d(bias: Tensor, dtype: torch.dtype) -> Tensor:
 
 @register
 class MemoryEfficientAttention(AttentionMechanism):
-    """Exact attention in O(N · chunk) memory, with a tensor bias and/or a score function."""
+    """Exact attention in O(N · chunk) memory, with a tensor bias and/or a score function.
+
+    A per-call ``score_mod`` is applied after the one in the options (when both are given).
+    """
 
     name = _NAME
     Options = MemoryEfficientOptions
     supports_bias = True
+    supports_score_mod = True
 
-    def attend(self, q, k, v, *, causal, key_padding_mask, bias, scale, q_offset) -> Tensor:
+    def dense_mask(self, n_q: int, n_k: int, n_heads: int, q_offset: int, device: torch.device) -> None:
+        """Every key is allowed (before causality and padding)."""
+        return None
+
+    def resolve_score_mod(self, score_mod, n_heads: int):
+        """The options' score function followed by the call's (either may be None)."""
+        where = f"attention {_NAME!r}"
+        configured = resolve_score_mod(self.options.score_mod, n_heads, where=where)
+        call = resolve_score_mod(score_mod, n_heads, where=where)
+        if configured is None or call is None:
+            return call if configured is None else configured
+
+        def chained(score, b, h, q_idx, kv_idx):
+            return call(configured(score, b, h, q_idx, kv_idx), b, h, q_idx, kv_idx)
+
+        return chained
+
+    def attend(self, q, k, v, *, causal, key_padding_mask, bias, scale, q_offset, score_mod=None) -> Tensor:
         options: MemoryEfficientOptions = self.options
         return memory_efficient_attention(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, bias=bias,
-            score_mod=options.score_mod, scale=scale, q_offset=q_offset,
+            score_mod=self.resolve_score_mod(score_mod, q.shape[1]), scale=scale, q_offset=q_offset,
             q_chunk=options.q_chunk, k_chunk=options.k_chunk,
         )

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polyformer.attention._linearized import LinearizedAttention
+from polyformer.attention.kernels.linearized import LinearizedAttention
 from polyformer.attention.registry import register
 from polyformer.options import require
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polyformer.attention._block_sparse import BlockLayout, block_sparse_attention, build_layout
-from polyformer.attention._key_list import key_list_attention
+from polyformer.attention.kernels.block_sparse import BlockLayout, block_sparse_attention, build_layout
+from polyformer.attention.kernels.key_list import key_list_attention
 from polyformer.attention.base import AttentionMechanism
 from polyformer.attention.composites import bigbird, longformer
 from polyformer.attention.patterns import Band, BlockLocal, Dilated, Global, Pattern, Random
@@ -109,7 +109,7 @@ class PatternAttention(AttentionMechanism):
             layout = self.layout(n_k, h, causal, q.device)
             return block_sparse_attention(q, k, v, layout, scale=scale, key_padding_mask=key_padding_mask)
         if backend == "flex":
-            from polyformer.attention._flex import flex_pattern_attention
+            from polyformer.attention.kernels.flex import flex_pattern_attention
 
             return flex_pattern_attention(self.pattern, q, k, v, causal=causal,
                                           key_padding_mask=key_padding_mask, scale=scale)

@@ -1,6 +1,6 @@
 """Block-sparse exact attention on CPU: only the tiles a layout needs, forward and backward.
 
-For each row group of the layout (:mod:`polyformer.attention._block_layout`), chunks of query
+For each row group of the layout (:mod:`polyformer.attention.kernels.block_layout`), chunks of query
 tiles are processed with large batched matrix products on contiguous 3-D tensors:
 
     scores = bmm(q_tiles, keysᵀ) + masks      (R, block, S·block)
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polyformer.attention._block_layout import BlockLayout, RowGroup, build_layout
+from polyformer.attention.kernels.block_layout import BlockLayout, RowGroup, build_layout
 
 # Work-space budget of one chunk's score matrix: large enough for bmm to run near peak, small
 # enough to stay in cache.

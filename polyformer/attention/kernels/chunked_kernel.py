@@ -8,7 +8,7 @@ Backward (FlashAttention-2): recompute each tile's probabilities from ``lse``, t
 ``dV += Pᵀ dO``, ``dP = dO Vᵀ``, ``dS = P ∘ (dP − rowsum(dO ∘ O))``, ``dQ += dS K·scale``,
 ``dK += dSᵀ Q·scale``. Memory is O(N · chunk) in both passes: no (Nq, Nk) tensor is ever formed.
 
-Tiles (:mod:`polyformer.attention._tiles`) are 3-D ``(G·H, n, m)`` tensors for a group of G batch
+Tiles (:mod:`polyformer.attention.kernels.tiles`) are 3-D ``(G·H, n, m)`` tensors for a group of G batch
 rows so that every product is one batched ``bmm`` on contiguous chunks; tile buffers are allocated
 once and reused (fresh large allocations cost page faults on every tile).
 
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from polyformer.attention._tiles import (
+from polyformer.attention.kernels.tiles import (
     NEG_INF,
     KernelConfig,
     TileScorer,

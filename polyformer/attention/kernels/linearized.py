@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from polyformer.attention._kernelized import (
+from polyformer.attention.kernels.kernelized import (
     RecurrentState,
     append_ones,
     divide_by_normaliser,

@@ -2,7 +2,7 @@
 
 A tile is a 3-D ``(G·H, n, m)`` tensor for a group of G batch rows, so that the products of the
 kernel are batched ``bmm`` calls on contiguous chunks. Tiles hold scores in base 2
-(``score · log2 e``): see :mod:`polyformer.attention._chunked_kernel` for why.
+(``score · log2 e``): see :mod:`polyformer.attention.kernels.chunked_kernel` for why.
 """
 
 from __future__ import annotations
