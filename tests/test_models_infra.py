@@ -10,19 +10,17 @@ import polyformer
 from polyformer.convert import KeyMap, Rule, load_state_dict, save_state_dict, split_rows, transpose
 from polyformer.errors import CheckpointError, ConfigError
 from polyformer.models import PretrainedModel, model_class, register_model
+from polyformer.models.base import FamilyConfig
 
 
 @dataclass
-class ToyConfig:
+class ToyConfig(FamilyConfig):
+    model_types = ("toy",)
+    hf_names = {"width": "hidden", "layers": ("n_layers", "n_layer")}  # an older spelling is read too
+    own_fields = ()
+
     width: int = 4
     layers: int = 2
-
-    @classmethod
-    def from_hf(cls, raw):
-        return cls(width=raw["hidden"], layers=raw["n_layer"])
-
-    def to_hf(self):
-        return {"model_type": "toy", "architectures": ["ToyModel"], "hidden": self.width, "n_layer": self.layers}
 
 
 @register_model
@@ -68,7 +66,7 @@ def _folder(tmp_path, state, config=None):
     import json
 
     tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "config.json").write_text(json.dumps(config or ToyConfig().to_hf()))
+    (tmp_path / "config.json").write_text(json.dumps(config or ToyConfig().to_hf("ToyModel")))
     save_state_dict(state, tmp_path / "model.safetensors")
     return tmp_path
 

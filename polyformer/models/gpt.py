@@ -38,11 +38,11 @@ from torch import Tensor, nn
 from polyformer.attention import AttentionSpec
 from polyformer.convert.checkpoint import read_config
 from polyformer.convert.keymap import KeyMap
-from polyformer.errors import CheckpointError, ConfigError, ShapeError
+from polyformer.errors import ConfigError, ShapeError
 from polyformer.layers import LearnedPositions, TokenEmbedding
 from polyformer.layers.linear_cross_entropy import linear_cross_entropy
 from polyformer.models import register_model
-from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
+from polyformer.models.base import FamilyConfig, PretrainedModel, init_weights
 from polyformer.models.gpt_convert import gpt_key_map
 from polyformer.options import require
 from polyformer.transformer import Decoder, LayerCache, TransformerConfig, cache_length
@@ -57,8 +57,27 @@ _ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "gpt_neo": "GPTNeoForCausalLM", "gp
 # ------------------------------------------------------------------------------------------------
 # Configuration
 # ------------------------------------------------------------------------------------------------
+_GPT2_NAMES = {
+    "n_positions": ("n_positions", "n_ctx"), "d_model": "n_embd", "n_layers": "n_layer", "n_heads": "n_head",
+    "d_ff": "n_inner", "dropout": "resid_pdrop",
+}
+_COMMON_NAMES = {
+    "vocab_size": "vocab_size", "activation": "activation_function", "norm_eps": "layer_norm_epsilon",
+    "tie_word_embeddings": "tie_word_embeddings", "initializer_range": "initializer_range",
+    "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "pad_token_id": "pad_token_id",
+}
+_HF_NAMES = {
+    "gpt2": {**_COMMON_NAMES, **_GPT2_NAMES, "scale_attn_weights": "scale_attn_weights",
+             "scale_attn_by_inverse_layer_idx": "scale_attn_by_inverse_layer_idx"},
+    "gptj": {**_COMMON_NAMES, **_GPT2_NAMES, "rotary_dim": "rotary_dim"},
+    "gpt_neo": {**_COMMON_NAMES, "n_positions": "max_position_embeddings", "d_model": "hidden_size",
+                "n_layers": "num_layers", "n_heads": "num_heads", "d_ff": "intermediate_size",
+                "window_size": "window_size", "dropout": "resid_dropout"},
+}
+
+
 @dataclass
-class GPTConfig:
+class GPTConfig(FamilyConfig):
     """Sizes and switches of a GPT-2 / GPT-Neo / GPT-J language model; a plain dataclass.
 
     Sizes: ``vocab_size``, ``n_positions`` (context length), ``d_model`` (``n_embd``), ``n_layers``,
@@ -74,6 +93,10 @@ class GPTConfig:
     ``scale_attn_weights`` / ``scale_attn_by_inverse_layer_idx``: GPT-2's score scaling switches.
     ``dropout``: on embeddings and on every sub-layer output (training only).
     """
+
+    model_types: ClassVar[tuple[str, ...]] = VARIANTS
+    hf_required: ClassVar[tuple[str, ...]] = ("vocab_size", "n_positions", "d_model", "n_layers", "n_heads")
+    own_fields: ClassVar[tuple[str, ...]] = ("attention", "local_attention")
 
     vocab_size: int = 50257
     n_positions: int = 1024
@@ -200,101 +223,30 @@ class GPTConfig:
             require(isinstance(getattr(self, name), bool),
                     f"GPTConfig.{name} must be true or false, got {getattr(self, name)!r}")
 
-    # -- Hugging Face config.json -------------------------------------------------------------------
+    # -- Hugging Face config.json: key names differ per variant ---------------------------------------
     @classmethod
-    def from_hf(cls, raw: dict[str, Any]) -> "GPTConfig":
-        """The config of a Hugging Face ``config.json`` of model_type gpt2, gpt_neo or gptj."""
-        model_type = raw.get("model_type")
-        if model_type not in VARIANTS:
-            raise CheckpointError(
-                f"config.json: model_type {model_type!r} is not a GPT variant; supported: {', '.join(VARIANTS)}"
-            )
+    def names_for(cls, model_type: str) -> dict[str, str | tuple[str, ...]]:
+        return _HF_NAMES[model_type]
+
+    def hf_model_type(self) -> str:
+        return self.variant
+
+    @classmethod
+    def extra_from_hf(cls, raw: dict[str, Any], where: str) -> dict[str, Any]:
         if raw.get("add_cross_attention"):
-            raise ConfigError("config.json: add_cross_attention=true (an encoder-decoder GPT-2) is not supported")
-        own = raw.get(POLYFORMER_KEY) or {}
-        common = dict(
-            vocab_size=_field(raw, "vocab_size"),
-            variant=model_type,
-            activation=raw.get("activation_function", "gelu_new"),
-            norm_eps=raw.get("layer_norm_epsilon", 1e-5),
-            tie_word_embeddings=raw.get("tie_word_embeddings", model_type != "gptj"),
-            initializer_range=raw.get("initializer_range", 0.02),
-            bos_token_id=raw.get("bos_token_id"),
-            eos_token_id=raw.get("eos_token_id"),
-            pad_token_id=raw.get("pad_token_id"),
-            attention=own.get("attention"),
-            local_attention=own.get("local_attention"),
-        )
-        if model_type == "gpt_neo":
+            raise ConfigError("add_cross_attention=true (an encoder-decoder GPT-2) is not supported")
+        extra: dict[str, Any] = {"variant": raw["model_type"]}
+        if raw["model_type"] == "gpt_neo":
             layers = raw.get("attention_layers") or _expand_attention_types(raw.get("attention_types"))
-            specific = dict(
-                n_positions=_field(raw, "max_position_embeddings"), d_model=_field(raw, "hidden_size"),
-                n_layers=_field(raw, "num_layers"), n_heads=_field(raw, "num_heads"),
-                d_ff=raw.get("intermediate_size"), window_size=raw.get("window_size", 256),
-                dropout=raw.get("resid_dropout", 0.0), attention_layers=tuple(layers) if layers else None,
-            )
-        else:
-            specific = dict(
-                n_positions=_field(raw, "n_positions", "n_ctx"), d_model=_field(raw, "n_embd"),
-                n_layers=_field(raw, "n_layer"), n_heads=_field(raw, "n_head"), d_ff=raw.get("n_inner"),
-                dropout=raw.get("resid_pdrop", 0.0),
-            )
-            if model_type == "gptj":
-                specific["rotary_dim"] = raw.get("rotary_dim")
-            else:
-                specific["scale_attn_weights"] = raw.get("scale_attn_weights", True)
-                specific["scale_attn_by_inverse_layer_idx"] = raw.get("scale_attn_by_inverse_layer_idx", False)
-        return cls(**common, **specific)
+            extra["attention_layers"] = tuple(layers) if layers else None
+        return extra
 
-    def to_hf(self) -> dict[str, Any]:
-        """The Hugging Face ``config.json`` (non-default mechanisms kept under ``"polyformer"``)."""
-        out: dict[str, Any] = {
-            "model_type": self.variant,
-            "architectures": [_ARCHITECTURES[self.variant]],
-            "vocab_size": self.vocab_size,
-            "activation_function": self.activation,
-            "layer_norm_epsilon": self.norm_eps,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "initializer_range": self.initializer_range,
-            "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id,
-            "pad_token_id": self.pad_token_id,
-        }
+    def extra_to_hf(self) -> dict[str, Any]:
         if self.variant == "gpt_neo":
-            out.update(
-                max_position_embeddings=self.n_positions, hidden_size=self.d_model, num_layers=self.n_layers,
-                num_heads=self.n_heads, intermediate_size=self.d_ff, window_size=self.window_size,
-                # one group holding every layer's kind expands to exactly this list
-                attention_types=[[list(self.layer_kinds), 1]], attention_layers=list(self.layer_kinds),
-                resid_dropout=self.dropout, embed_dropout=self.dropout, attention_dropout=0.0,
-            )
-        else:
-            out.update(
-                n_positions=self.n_positions, n_ctx=self.n_positions, n_embd=self.d_model,
-                n_layer=self.n_layers, n_head=self.n_heads, n_inner=self.d_ff,
-                resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=0.0,
-            )
-            if self.variant == "gptj":
-                out["rotary_dim"] = self.rotary_dim
-            else:
-                out["scale_attn_weights"] = self.scale_attn_weights
-                out["scale_attn_by_inverse_layer_idx"] = self.scale_attn_by_inverse_layer_idx
-        own: dict[str, Any] = {}
-        if self.attention != AttentionSpec():
-            own["attention"] = {"name": self.attention.name, "options": dict(self.attention.options)}
-        if self.local_attention is not None:
-            own["local_attention"] = {"name": self.local_attention.name, "options": dict(self.local_attention.options)}
-        if own:
-            out[POLYFORMER_KEY] = own
-        return out
-
-
-def _field(raw: dict[str, Any], *names: str) -> Any:
-    """The first of ``names`` present in a config.json dict, or a CheckpointError naming it."""
-    for name in names:
-        if raw.get(name) is not None:
-            return raw[name]
-    raise CheckpointError(f"config.json of a {raw.get('model_type')} model is missing {names[0]!r}")
+            # one group holding every layer's kind expands to exactly this list
+            return {"attention_types": [[list(self.layer_kinds), 1]], "attention_layers": list(self.layer_kinds),
+                    "embed_dropout": self.dropout, "attention_dropout": 0.0}
+        return {"n_ctx": self.n_positions, "embd_pdrop": self.dropout, "attn_pdrop": 0.0}
 
 
 def _expand_attention_types(types: Any) -> list[str] | None:
@@ -304,9 +256,7 @@ def _expand_attention_types(types: Any) -> list[str] | None:
     try:
         return [kind for kinds, repeat in types for _ in range(int(repeat)) for kind in kinds]
     except (TypeError, ValueError):
-        raise CheckpointError(
-            f"config.json: attention_types must look like [[['global', 'local'], 12]], got {types!r}"
-        ) from None
+        raise ConfigError(f"attention_types must look like [[['global', 'local'], 12]], got {types!r}") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,6 +304,7 @@ class GPTLMHeadModel(PretrainedModel):
     architectures: ClassVar[tuple[str, ...]] = tuple(_ARCHITECTURES.values())
     config_class: ClassVar[type] = GPTConfig
     hf_save_prefix: ClassVar[str] = "transformer."
+    tied_weights: ClassVar[dict[str, str]] = {"lm_head.weight": "wte.weight"}
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__(config)
@@ -370,18 +321,7 @@ class GPTLMHeadModel(PretrainedModel):
 
     def reset_parameters(self) -> None:
         """GPT-2's initialisation: N(0, 0.02); residual output projections scaled by 1/sqrt(2·layers)."""
-        std = self.config.initializer_range
-        for name, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                out_projection = name.endswith(("attn.out_proj", "mlp.fc_out"))
-                nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * self.config.n_layers) if out_projection else std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        if self.wpe is not None:
-            nn.init.normal_(self.wpe.weight, 0.0, std)
+        init_weights(self, self.config.initializer_range, residual_layers=self.config.n_layers)
 
     # -- the causal-LM call ---------------------------------------------------------------------
     def new_caches(self) -> list[LayerCache]:
@@ -445,19 +385,6 @@ class GPTLMHeadModel(PretrainedModel):
         loss = None if labels is None else next_token_loss(logits, labels)
         return CausalLMOutput(logits=logits, loss=loss, caches=caches)
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Parameters counted once (a tied head is the embedding); optionally without the token
-        and position tables (Kaplan et al.'s N). An untied head counts as a layer."""
-        skip = {id(self.wte.weight)} | ({id(self.wpe.weight)} if self.wpe is not None else set())
-        seen: set[int] = set()
-        total = 0
-        for p in self.parameters():
-            if id(p) in seen or (exclude_embeddings and id(p) in skip):
-                continue
-            seen.add(id(p))
-            total += p.numel()
-        return total
-
     # -- checkpoints ------------------------------------------------------------------------------
     @classmethod
     def key_map(cls, config: GPTConfig) -> KeyMap:
@@ -477,22 +404,13 @@ class GPTLMHeadModel(PretrainedModel):
         ``attention`` swaps the mechanism of every global layer, ``local_attention`` that of
         GPT-Neo's local layers (see :meth:`GPTConfig.with_attention`).
         """
-        config = GPTConfig.from_hf(read_config(path))
+        config = GPTConfig.from_hf(read_config(path), str(Path(path) / "config.json"))
         if attention is not None or local_attention is not None:
             config = config.with_attention(attention, local=local_attention)
         return cls.from_config_and_weights(config, path, dtype=dtype)
 
-    def complete_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        # A tied head is not stored (Hugging Face drops it); it is the token embedding.
-        if self.config.tie_word_embeddings and "wte.weight" in state:
-            state = {**state, "lm_head.weight": state["wte.weight"]}
-        return state
-
-    def state_dict_for_saving(self) -> dict[str, Tensor]:
-        state = self.state_dict()
-        if self.config.tie_word_embeddings:
-            state.pop("lm_head.weight")
-        return state
+    def hf_architecture(self) -> str:
+        return _ARCHITECTURES[self.config.variant]
 
 
 def _shifted_labels(labels: Tensor, shape: torch.Size, ignore_index: int) -> Tensor:

@@ -36,18 +36,24 @@ def _conv1d(hf: str, ours: str) -> list[Rule]:
     return [Rule(f"{hf}.weight", f"{ours}.weight", *transpose()), Rule(f"{hf}.bias", f"{ours}.bias")]
 
 
-GPT2_RULES = [
-    *_EMBEDDINGS,
-    *_norm("h.{}.ln_1", f"{L}.attn_norm"),
-    # one fused (in, 3·d) Conv1D for q, k, v
-    Rule("h.{}.attn.c_attn.weight", tuple(f"{p}.weight" for p in QKV), *split_rows(3, transposed=True)),
-    Rule("h.{}.attn.c_attn.bias", tuple(f"{p}.bias" for p in QKV), *split_rows(3)),
-    *_conv1d("h.{}.attn.c_proj", f"{L}.attn.out_proj"),
-    *_norm("h.{}.ln_2", f"{L}.mlp_norm"),
-    *_conv1d("h.{}.mlp.c_fc", f"{L}.mlp.fc_in"),
-    *_conv1d("h.{}.mlp.c_proj", f"{L}.mlp.fc_out"),
-    *_FINAL,
-]
+def gpt2_block_rules(norm_bias: bool = True) -> list[Rule]:
+    """One GPT-2 block: fused (in, 3·d) Conv1D for q, k, v, then Conv1D projections.
+
+    ``norm_bias`` False drops the norms' biases (iGPT's norms have none).
+    """
+    norm = _norm if norm_bias else (lambda hf, ours: [Rule(f"{hf}.weight", f"{ours}.weight")])
+    return [
+        *norm("h.{}.ln_1", f"{L}.attn_norm"),
+        Rule("h.{}.attn.c_attn.weight", tuple(f"{p}.weight" for p in QKV), *split_rows(3, transposed=True)),
+        Rule("h.{}.attn.c_attn.bias", tuple(f"{p}.bias" for p in QKV), *split_rows(3)),
+        *_conv1d("h.{}.attn.c_proj", f"{L}.attn.out_proj"),
+        *norm("h.{}.ln_2", f"{L}.mlp_norm"),
+        *_conv1d("h.{}.mlp.c_fc", f"{L}.mlp.fc_in"),
+        *_conv1d("h.{}.mlp.c_proj", f"{L}.mlp.fc_out"),
+    ]
+
+
+GPT2_RULES = [*_EMBEDDINGS, *gpt2_block_rules(), *_FINAL]
 
 GPT_NEO_RULES = [
     *_EMBEDDINGS,

@@ -20,10 +20,8 @@ folders; any registered attention mechanism can replace the dense one.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -31,33 +29,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyformer.attention import AttentionSpec
-from polyformer.convert.keymap import KeyMap, Rule, split_rows, transpose
-from polyformer.errors import CheckpointError, ConfigError, ShapeError
+from polyformer.convert.keymap import KeyMap
+from polyformer.errors import ConfigError, ShapeError
+from polyformer.generation import generate
 from polyformer.layers import LearnedPositions, TokenEmbedding
 from polyformer.models import register_model
-from polyformer.models._folders import write_hf_folder
-from polyformer.models._labels import check_head_rows, labels_to_hf, parse_id2label, resolve_labels
-from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
+from polyformer.models.base import FamilyConfig, PretrainedModel, init_weights
 from polyformer.models.heads import classification_loss
-from polyformer.models.vit import ImageClassifierOutput
+from polyformer.models.igpt_convert import imagegpt_key_map
+from polyformer.models.outputs import CausalLMOutput, ImageClassifierOutput
 from polyformer.options import require
 from polyformer.transformer import Decoder, LayerCache, TransformerConfig, cache_length
 
-__all__ = [
-    "CausalImageOutput",
-    "ImageGPTConfig",
-    "ImageGPTForCausalImageModeling",
-    "ImageGPTForImageClassification",
-    "imagegpt_key_map",
-    "sample_next",
-]
+__all__ = ["ImageGPTConfig", "ImageGPTForCausalImageModeling", "ImageGPTForImageClassification"]
 
 
 # ------------------------------------------------------------------------------------------------
 # Configuration
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class ImageGPTConfig:
+class ImageGPTConfig(FamilyConfig):
     """Sizes of an iGPT; a plain dataclass.
 
     ``vocab_size`` = palette colours + 1 (the last id is the start-of-image token);
@@ -67,6 +58,17 @@ class ImageGPTConfig:
     ``scale_attn_by_inverse_layer_idx`` (GPT-2's score scaling). The classifier variant also uses
     ``num_labels`` / ``id2label``.
     """
+
+    model_types: ClassVar[tuple[str, ...]] = ("imagegpt",)
+    hf_names: ClassVar[dict[str, str]] = {
+        "vocab_size": "vocab_size", "n_positions": "n_positions", "d_model": "n_embd", "n_layers": "n_layer",
+        "n_heads": "n_head", "d_ff": "n_inner", "activation": "activation_function",
+        "norm_eps": "layer_norm_epsilon", "dropout": "resid_pdrop", "scale_attn_weights": "scale_attn_weights",
+        "scale_attn_by_inverse_layer_idx": "scale_attn_by_inverse_layer_idx",
+        "initializer_range": "initializer_range",
+    }
+    hf_constants: ClassVar[dict[str, Any]] = {"attn_pdrop": 0.0, "tie_word_embeddings": False}
+    has_labels: ClassVar[bool] = True
 
     vocab_size: int = 513
     n_positions: int = 1024
@@ -87,12 +89,8 @@ class ImageGPTConfig:
 
     def __post_init__(self) -> None:
         self.attention = AttentionSpec.coerce(self.attention)
-        self.id2label = resolve_labels(self.num_labels, self.id2label, "ImageGPTConfig")
-        self.num_labels = len(self.id2label)
-        for name in ("vocab_size", "n_positions", "d_model", "n_layers", "n_heads"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                    f"ImageGPTConfig.{name} must be a positive integer, got {value!r}")
+        self.resolve_label_fields()
+        self.check_positive("vocab_size", "n_positions", "d_model", "n_layers", "n_heads")
         require(self.vocab_size >= 3, f"ImageGPTConfig.vocab_size must be palette colours + 1 (>= 3), got {self.vocab_size}")
         require(self.d_model % self.n_heads == 0,
                 f"ImageGPTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
@@ -121,91 +119,15 @@ class ImageGPTConfig:
             attention_scale=self.layer_scales()[0], dropout=self.dropout,
         )
 
-    def with_attention(self, attention: AttentionSpec | str | dict) -> "ImageGPTConfig":
-        """A copy whose every layer uses ``attention``."""
-        return dataclasses.replace(self, attention=AttentionSpec.coerce(attention))
-
     # -- Hugging Face config.json -------------------------------------------------------------------
     @classmethod
-    def from_hf(cls, raw: dict[str, Any], where: str = "config.json") -> "ImageGPTConfig":
-        """The config of a Hugging Face ImageGPT ``config.json``."""
-        if raw.get("model_type") != "imagegpt":
-            raise CheckpointError(f"{where}: model_type {raw.get('model_type')!r} is not 'imagegpt'")
+    def extra_from_hf(cls, raw: dict[str, Any], where: str) -> dict[str, Any]:
         if raw.get("add_cross_attention"):
-            raise CheckpointError(f"{where}: add_cross_attention=true (ImageGPT with cross-attention) is not supported")
-        own = raw.get(POLYFORMER_KEY) or {}
-        try:
-            return cls(
-                vocab_size=raw.get("vocab_size", 513), n_positions=raw.get("n_positions", 1024),
-                d_model=raw.get("n_embd", 512), n_layers=raw.get("n_layer", 24), n_heads=raw.get("n_head", 8),
-                d_ff=raw.get("n_inner"), activation=raw.get("activation_function", "quick_gelu"),
-                norm_eps=raw.get("layer_norm_epsilon", 1e-5), dropout=raw.get("resid_pdrop", 0.0),
-                attention=own.get("attention") or AttentionSpec(),
-                scale_attn_weights=raw.get("scale_attn_weights", True),
-                scale_attn_by_inverse_layer_idx=raw.get("scale_attn_by_inverse_layer_idx", False),
-                num_labels=None if raw.get("id2label") else raw.get("num_labels"),
-                id2label=parse_id2label(raw, where), problem_type=raw.get("problem_type"),
-                initializer_range=raw.get("initializer_range", 0.02),
-            )
-        except ConfigError as error:
-            raise CheckpointError(f"{where}: {error}") from None
+            raise ConfigError("add_cross_attention=true (ImageGPT with cross-attention) is not supported")
+        return {}
 
-    def to_hf(self, architecture: str = "ImageGPTForCausalImageModeling") -> dict[str, Any]:
-        """A Hugging Face ``config.json``."""
-        out: dict[str, Any] = {
-            "model_type": "imagegpt",
-            "architectures": [architecture],
-            "vocab_size": self.vocab_size,
-            "n_positions": self.n_positions,
-            "n_embd": self.d_model,
-            "n_layer": self.n_layers,
-            "n_head": self.n_heads,
-            "n_inner": self.d_ff,
-            "activation_function": self.activation,
-            "layer_norm_epsilon": self.norm_eps,
-            "resid_pdrop": self.dropout,
-            "embd_pdrop": self.dropout,
-            "attn_pdrop": 0.0,
-            "scale_attn_weights": self.scale_attn_weights,
-            "scale_attn_by_inverse_layer_idx": self.scale_attn_by_inverse_layer_idx,
-            "initializer_range": self.initializer_range,
-            "tie_word_embeddings": False,
-            **labels_to_hf(self.id2label or {}),
-        }
-        if self.problem_type is not None:
-            out["problem_type"] = self.problem_type
-        if self.attention != AttentionSpec():
-            out[POLYFORMER_KEY] = {"attention": {"name": self.attention.name, "options": dict(self.attention.options)}}
-        return out
-
-
-# ------------------------------------------------------------------------------------------------
-# Checkpoint key map
-# ------------------------------------------------------------------------------------------------
-def imagegpt_key_map(head: str) -> KeyMap:
-    """Hugging Face ImageGPT names <-> ours; ``head`` is ``"lm_head"`` or ``"score"`` (both bias-free).
-
-    GPT-2's fused, transposed ``c_attn`` Conv1D becomes three ``nn.Linear`` projections.
-    """
-    h, ours = "transformer.h.{}.", "transformer.decoder.layers.{}."
-    rules = [
-        Rule("transformer.wte.weight", "transformer.wte.weight"),
-        Rule("transformer.wpe.weight", "transformer.wpe.weight"),
-        Rule(f"{h}ln_1.weight", f"{ours}attn_norm.weight"),
-        Rule(f"{h}attn.c_attn.weight", tuple(f"{ours}attn.{p}_proj.weight" for p in "qkv"), *split_rows(3, transposed=True)),
-        Rule(f"{h}attn.c_attn.bias", tuple(f"{ours}attn.{p}_proj.bias" for p in "qkv"), *split_rows(3)),
-        Rule(f"{h}attn.c_proj.weight", f"{ours}attn.out_proj.weight", *transpose()),
-        Rule(f"{h}attn.c_proj.bias", f"{ours}attn.out_proj.bias"),
-        Rule(f"{h}ln_2.weight", f"{ours}mlp_norm.weight"),
-        Rule(f"{h}mlp.c_fc.weight", f"{ours}mlp.fc_in.weight", *transpose()),
-        Rule(f"{h}mlp.c_fc.bias", f"{ours}mlp.fc_in.bias"),
-        Rule(f"{h}mlp.c_proj.weight", f"{ours}mlp.fc_out.weight", *transpose()),
-        Rule(f"{h}mlp.c_proj.bias", f"{ours}mlp.fc_out.bias"),
-        Rule("transformer.ln_f.weight", "transformer.decoder.final_norm.weight"),
-        Rule(f"{head}.weight", f"{head}.weight"),
-    ]
-    # Older transformers versions stored the causal mask as buffers; they carry no weights.
-    return KeyMap(rules, ignore=("transformer.h.{}.attn.bias", "transformer.h.{}.attn.masked_bias"))
+    def extra_to_hf(self) -> dict[str, Any]:
+        return {"embd_pdrop": self.dropout}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,55 +164,6 @@ class _ImageGPTBackbone(nn.Module):
         return self.decoder(h, key_padding_mask=attention_mask, position_ids=position_ids, caches=caches)
 
 
-def _init_gpt_weights(model: nn.Module, std: float, n_layers: int) -> None:
-    """GPT-2's initialisation: N(0, std); residual output projections scaled by 1/sqrt(2·layers)."""
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            residual_out = name.endswith(("attn.out_proj", "mlp.fc_out"))
-            nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * n_layers) if residual_out else std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-    for module in model.modules():
-        if isinstance(module, LearnedPositions):
-            nn.init.normal_(module.weight, 0.0, std)
-
-
-@dataclass
-class CausalImageOutput:
-    """``logits`` (B, T, vocab_size - 1) over palette colours; ``loss`` (HF's shifted mean CE) with labels."""
-
-    logits: Tensor
-    loss: Tensor | None = None
-
-
-def sample_next(
-    logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """(B, V) scores -> (B,) sampled ids; ``temperature`` 0 is greedy.
-
-    A minimal sampler private to iGPT until the shared generation utilities land.
-    """
-    if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        if top_k < 1:
-            raise ConfigError(f"top_k must be a positive integer, got {top_k}")
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        if not 0 < top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest set reaching top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-
-
 class ImageGPTForCausalImageModeling(PretrainedModel):
     """iGPT with its next-pixel head (Hugging Face ``ImageGPTForCausalImageModeling``).
 
@@ -307,7 +180,7 @@ class ImageGPTForCausalImageModeling(PretrainedModel):
         super().__init__(config)
         self.transformer = _ImageGPTBackbone(config)
         self.lm_head = nn.Linear(config.d_model, config.n_clusters, bias=False)
-        _init_gpt_weights(self, config.initializer_range, config.n_layers)
+        init_weights(self, config.initializer_range, residual_layers=config.n_layers)
 
     @classmethod
     def key_map(cls, config: ImageGPTConfig) -> KeyMap:
@@ -320,7 +193,7 @@ class ImageGPTForCausalImageModeling(PretrainedModel):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
         labels: Tensor | None = None, caches: list[LayerCache] | None = None, logits_to_keep: int = 0,
-    ) -> CausalImageOutput:
+    ) -> CausalLMOutput:
         """Next-pixel scores for ``input_ids`` (B, T) (the start token, then pixels).
 
         ``labels`` (B, T) give Hugging Face's loss (position t predicts label t+1).
@@ -333,7 +206,7 @@ class ImageGPTForCausalImageModeling(PretrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1))
-        return CausalImageOutput(logits=logits, loss=loss)
+        return CausalLMOutput(loss=loss, logits=logits)
 
     # -- images as token sequences -----------------------------------------------------------------
     def with_start_token(self, pixels: Tensor) -> Tensor:
@@ -358,8 +231,9 @@ class ImageGPTForCausalImageModeling(PretrainedModel):
     ) -> Tensor:
         """Sample the rest of images whose first pixels are ``prompt`` (B, P) -> (B·num_samples, total).
 
-        ``total_length`` defaults to ``n_positions``. Keys and values of earlier pixels are kept in
-        the decoder's caches (each mechanism's own), so each new pixel costs one position.
+        ``total_length`` defaults to ``n_positions``; ``temperature`` 0 is greedy. The shared
+        generation loop keeps earlier pixels in the decoder's caches (each mechanism's own), so each
+        new pixel costs one position.
         """
         total = total_length or self.config.n_positions
         if prompt.dim() != 2:
@@ -374,15 +248,9 @@ class ImageGPTForCausalImageModeling(PretrainedModel):
         if prompt.numel():
             self._check_pixels(prompt)
         ids = self.with_start_token(prompt.repeat_interleave(num_samples, dim=0))  # (B·S, 1 + P)
-        caches = self.new_caches()
-        logits = self(ids, caches=caches, logits_to_keep=1).logits[:, -1]  # (B·S, n_clusters)
-        out = [ids[:, 1:]]
-        for step in range(prompt.shape[1], total):
-            token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-            out.append(token[:, None])
-            if step + 1 < total:
-                logits = self(token[:, None], caches=caches).logits[:, -1]
-        return torch.cat(out, dim=1)
+        sampling = dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p) if temperature else {}
+        out = generate(self, ids, max_new_tokens=total - prompt.shape[1], generator=generator, **sampling)
+        return out.sequences[:, 1:]  # without the start token
 
     def _check_pixels(self, pixels: Tensor) -> None:
         if pixels.dim() != 2 or pixels.is_floating_point():
@@ -402,16 +270,13 @@ class ImageGPTForImageClassification(PretrainedModel):
     model_type: ClassVar[str] = "imagegpt"
     architectures: ClassVar[tuple[str, ...]] = ("ImageGPTForImageClassification",)
     config_class: ClassVar[type] = ImageGPTConfig
+    head_weight: ClassVar[str] = "score.weight"
 
     def __init__(self, config: ImageGPTConfig) -> None:
         super().__init__(config)
         self.transformer = _ImageGPTBackbone(config)
         self.score = nn.Linear(config.d_model, config.num_labels, bias=False)
-        _init_gpt_weights(self, config.initializer_range, config.n_layers)
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(self.config.id2label)
+        init_weights(self, config.initializer_range, residual_layers=config.n_layers)
 
     @classmethod
     def key_map(cls, config: ImageGPTConfig) -> KeyMap:
@@ -425,17 +290,6 @@ class ImageGPTForImageClassification(PretrainedModel):
         logits = self.score(h.mean(dim=1))  # (B, num_labels); every position, as Hugging Face pools
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
         return ImageClassifierOutput(logits=logits, loss=loss)
-
-    def complete_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        head = state.get("score.weight")
-        if head is not None:
-            check_head_rows(head.shape[0], self.config.id2label, "score.weight", "checkpoint")
-        return state
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write a Hugging Face ``ImageGPTForImageClassification`` folder."""
-        hf_state = self.key_map(self.config).to_hf(self.state_dict())
-        return write_hf_folder(path, self.config.to_hf("ImageGPTForImageClassification"), hf_state)
 
 
 register_model(ImageGPTForCausalImageModeling)

@@ -21,6 +21,7 @@ from torch import Tensor
 __all__ = [
     "BaseModelOutput",
     "BaseModelOutputWithPooling",
+    "CausalLMOutput",
     "ImageClassifierOutput",
     "MaskedLMOutput",
     "ModelOutput",
@@ -105,6 +106,16 @@ class QuestionAnsweringModelOutput(ModelOutput):
     loss: Tensor | None = None
     start_logits: Tensor = None  # type: ignore[assignment]
     end_logits: Tensor = None  # type: ignore[assignment]
+    hidden_states: Hidden = None
+    attentions: Hidden = None
+
+
+@dataclass
+class CausalLMOutput(ModelOutput):
+    """``logits`` (B, T, vocab) of the next token; ``loss`` (shifted mean cross-entropy) with labels."""
+
+    loss: Tensor | None = None
+    logits: Tensor = None  # type: ignore[assignment]
     hidden_states: Hidden = None
     attentions: Hidden = None
 

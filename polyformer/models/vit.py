@@ -18,46 +18,50 @@ attention mechanism can replace the dense one (``config.with_attention("bigbird"
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyformer.attention import AttentionSpec
-from polyformer.convert.checkpoint import load_state_dict, read_config
-from polyformer.convert.keymap import KeyMap, check_state_dict
-from polyformer.errors import CheckpointError, ConfigError, ShapeError
+from polyformer.convert.keymap import KeyMap
+from polyformer.errors import ConfigError, ShapeError
 from polyformer.layers import resize_positions_2d
 from polyformer.models import register_model
-from polyformer.models._folders import write_hf_folder
-from polyformer.models._labels import check_head_rows, labels_to_hf, parse_id2label, resolve_labels
-from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
-from polyformer.models.heads import PROBLEM_TYPES, classification_loss
+from polyformer.models.base import FamilyConfig, PretrainedModel, init_weights
+from polyformer.models.heads import classification_loss
+from polyformer.models.outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from polyformer.models.vit_convert import vit_classifier_key_map, vit_model_key_map
 from polyformer.options import require
 from polyformer.transformer import Encoder, TransformerConfig
 
-__all__ = ["ImageClassifierOutput", "ViTConfig", "ViTEmbeddings", "ViTForImageClassification", "ViTModel", "ViTOutput"]
+__all__ = ["ViTConfig", "ViTEmbeddings", "ViTForImageClassification", "ViTModel"]
 
 # ------------------------------------------------------------------------------------------------
 # Configuration
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class ViTConfig:
+class ViTConfig(FamilyConfig):
     """Sizes and switches of a ViT; a plain dataclass.
 
     Input: ``image_size`` (int or (height, width): the size the position table was trained for),
     ``patch_size`` (int or (height, width)), ``num_channels`` (3 for RGB, 1 for grayscale).
     Encoder: ``d_model`` (HF ``hidden_size``), ``n_layers``, ``n_heads``, ``d_ff`` (MLP width),
-    ``activation``, ``norm_eps``, ``qkv_bias``, ``dropout``, ``attention`` (the mechanism of every
-    layer: a name, spec or ``{"name", "options"}``).
+    ``activation``, ``norm_eps``, ``qkv_bias``, ``dropout``, ``attention`` (the mechanism of every layer: a name, spec or ``{"name", "options"}``).
     Head: ``num_labels`` / ``id2label`` (class names; either one), ``problem_type`` (None = decided by
     the labels, as Hugging Face does).
     """
+
+    model_types: ClassVar[tuple[str, ...]] = ("vit",)
+    hf_names: ClassVar[dict[str, str]] = {
+        "num_channels": "num_channels", "d_model": "hidden_size", "n_layers": "num_hidden_layers",
+        "n_heads": "num_attention_heads", "d_ff": "intermediate_size", "activation": "hidden_act",
+        "norm_eps": "layer_norm_eps", "qkv_bias": "qkv_bias", "dropout": "hidden_dropout_prob",
+        "initializer_range": "initializer_range",
+    }
+    hf_constants: ClassVar[dict[str, Any]] = {"attention_probs_dropout_prob": 0.0}
+    has_labels: ClassVar[bool] = True
 
     image_size: int | tuple[int, int] = 224
     patch_size: int | tuple[int, int] = 16
@@ -80,9 +84,12 @@ class ViTConfig:
         self.attention = AttentionSpec.coerce(self.attention)
         self.image_size = _pair(self.image_size, "image_size")
         self.patch_size = _pair(self.patch_size, "patch_size")
-        self.id2label = resolve_labels(self.num_labels, self.id2label, "ViTConfig")
-        self.num_labels = len(self.id2label)
-        self._validate()
+        self.resolve_label_fields()
+        self.check_positive("num_channels", "d_model", "n_layers", "n_heads", "d_ff")
+        require(self.d_model % self.n_heads == 0,
+                f"ViTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        require(all(i >= p for i, p in zip(self.image_size, self.patch_size)),
+                f"ViTConfig.image_size {self.image_size} must be at least patch_size {self.patch_size}")
         self.transformer_config()  # checks activation, mechanism name and options now
 
     # -- derived ----------------------------------------------------------------------------------
@@ -103,70 +110,14 @@ class ViTConfig:
             attention=self.attention, dropout=self.dropout,
         )
 
-    def with_attention(self, attention: AttentionSpec | str | dict) -> "ViTConfig":
-        """A copy whose every layer uses ``attention`` (e.g. ``"bigbird"`` for large images)."""
-        return dataclasses.replace(self, attention=AttentionSpec.coerce(attention))
-
-    def _validate(self) -> None:
-        for name in ("num_channels", "d_model", "n_layers", "n_heads", "d_ff"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                    f"ViTConfig.{name} must be a positive integer, got {value!r}")
-        require(self.d_model % self.n_heads == 0,
-                f"ViTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        require(all(i >= p for i, p in zip(self.image_size, self.patch_size)),
-                f"ViTConfig.image_size {self.image_size} must be at least patch_size {self.patch_size}")
-        require(self.problem_type is None or self.problem_type in PROBLEM_TYPES,
-                f"ViTConfig.problem_type must be null or one of {', '.join(PROBLEM_TYPES)}, got {self.problem_type!r}")
-
-    # -- Hugging Face config.json -------------------------------------------------------------------
+    # -- Hugging Face config.json: sizes may be an int or [height, width] ---------------------------
     @classmethod
-    def from_hf(cls, raw: dict[str, Any], where: str = "config.json") -> "ViTConfig":
-        """The config of a Hugging Face ViT ``config.json``."""
-        if raw.get("model_type") != "vit":
-            raise CheckpointError(f"{where}: model_type {raw.get('model_type')!r} is not 'vit'")
-        own = raw.get(POLYFORMER_KEY) or {}
-        try:
-            return cls(
-                image_size=_hf_size(raw.get("image_size", 224)), patch_size=_hf_size(raw.get("patch_size", 16)),
-                num_channels=raw.get("num_channels", 3), d_model=raw.get("hidden_size", 768),
-                n_layers=raw.get("num_hidden_layers", 12), n_heads=raw.get("num_attention_heads", 12),
-                d_ff=raw.get("intermediate_size", 3072), activation=raw.get("hidden_act", "gelu"),
-                norm_eps=raw.get("layer_norm_eps", 1e-12), qkv_bias=raw.get("qkv_bias", True),
-                dropout=raw.get("hidden_dropout_prob", 0.0), attention=own.get("attention") or AttentionSpec(),
-                num_labels=None if raw.get("id2label") else raw.get("num_labels"),
-                id2label=parse_id2label(raw, where), problem_type=raw.get("problem_type"),
-                initializer_range=raw.get("initializer_range", 0.02),
-            )
-        except ConfigError as error:
-            raise CheckpointError(f"{where}: {error}") from None
+    def extra_from_hf(cls, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        return {"image_size": _hf_size(raw.get("image_size", 224)), "patch_size": _hf_size(raw.get("patch_size", 16))}
 
-    def to_hf(self, architecture: str = "ViTForImageClassification") -> dict[str, Any]:
-        """A Hugging Face ``config.json`` (a non-dense mechanism is kept under ``"polyformer"``)."""
-        out: dict[str, Any] = {
-            "model_type": "vit",
-            "architectures": [architecture],
-            "image_size": _to_hf_size(self.image_size),
-            "patch_size": _to_hf_size(self.patch_size),
-            "num_channels": self.num_channels,
-            "hidden_size": self.d_model,
-            "num_hidden_layers": self.n_layers,
-            "num_attention_heads": self.n_heads,
-            "intermediate_size": self.d_ff,
-            "hidden_act": self.activation,
-            "layer_norm_eps": self.norm_eps,
-            "qkv_bias": self.qkv_bias,
-            "hidden_dropout_prob": self.dropout,
-            "attention_probs_dropout_prob": 0.0,
-            "initializer_range": self.initializer_range,
-            "encoder_stride": self.patch_size[0],
-            **labels_to_hf(self.id2label or {}),
-        }
-        if self.problem_type is not None:
-            out["problem_type"] = self.problem_type
-        if self.attention != AttentionSpec():
-            out[POLYFORMER_KEY] = {"attention": {"name": self.attention.name, "options": dict(self.attention.options)}}
-        return out
+    def extra_to_hf(self) -> dict[str, Any]:
+        return {"image_size": _to_hf_size(self.image_size), "patch_size": _to_hf_size(self.patch_size),
+                "encoder_stride": self.patch_size[0]}
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -248,33 +199,11 @@ class _ViTBackbone(nn.Module):
 
 def init_vit_weights(model: nn.Module, std: float) -> None:
     """Hugging Face's ViT initialisation: truncated N(0, std) for projections, tokens and positions."""
+    init_weights(model, std, truncated=True)
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, ViTEmbeddings):
+        if isinstance(module, ViTEmbeddings):
             nn.init.trunc_normal_(module.cls_token, std=std)
             nn.init.trunc_normal_(module.position_embeddings, std=std)
-
-
-@dataclass
-class ImageClassifierOutput:
-    """``logits`` (B, num_labels); ``loss`` when labels were given."""
-
-    logits: Tensor
-    loss: Tensor | None = None
-
-
-@dataclass
-class ViTOutput:
-    """``last_hidden_state`` (B, 1 + patches, d); ``pooler_output`` (B, d) when the model has a pooler."""
-
-    last_hidden_state: Tensor
-    pooler_output: Tensor | None = None
 
 
 class ViTForImageClassification(PretrainedModel):
@@ -287,16 +216,13 @@ class ViTForImageClassification(PretrainedModel):
     model_type: ClassVar[str] = "vit"
     architectures: ClassVar[tuple[str, ...]] = ("ViTForImageClassification",)
     config_class: ClassVar[type] = ViTConfig
+    head_weight: ClassVar[str] = "classifier.weight"
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__(config)
         self.vit = _ViTBackbone(config)
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         init_vit_weights(self, config.initializer_range)
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(self.config.id2label)
 
     def forward(
         self, pixel_values: Tensor, labels: Tensor | None = None, interpolate_pos_encoding: bool = True
@@ -311,16 +237,12 @@ class ViTForImageClassification(PretrainedModel):
     def key_map(cls, config: ViTConfig) -> KeyMap:
         return vit_classifier_key_map()
 
-    def complete_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        # A label map that does not fit the head is named as such, not as a mis-shaped weight.
-        head = state.get("classifier.weight")
-        if head is not None:
-            check_head_rows(head.shape[0], self.config.id2label, "classifier.weight", "checkpoint")
-        return state
-
 
 class ViTModel(PretrainedModel):
-    """The ViT encoder without a head (Hugging Face ``ViTModel``), with the optional tanh pooler."""
+    """The ViT encoder without a head (Hugging Face ``ViTModel``), with the optional tanh pooler.
+
+    Loading builds the pooler when the checkpoint has one (``add_pooling_layer=`` overrides).
+    """
 
     model_type: ClassVar[str] = "vit"
     architectures: ClassVar[tuple[str, ...]] = ("ViTModel",)
@@ -333,44 +255,22 @@ class ViTModel(PretrainedModel):
         self.pooler = nn.Linear(config.d_model, config.d_model) if add_pooling_layer else None
         init_vit_weights(self, config.initializer_range)
 
-    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True) -> ViTOutput:
+    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True) -> BaseModelOutputWithPooling:
         """Hidden states of every token, and ``tanh(pooler(class token))`` when there is a pooler."""
         h = self.encoder(self.embeddings(pixel_values, interpolate_pos_encoding))  # (B, N, d)
         pooled = torch.tanh(self.pooler(h[:, 0])) if self.pooler is not None else None  # (B, d)
-        return ViTOutput(last_hidden_state=h, pooler_output=pooled)
+        return BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=pooled)
 
     @classmethod
-    def key_map(cls, config: ViTConfig, pooler: bool = True) -> KeyMap:
-        return vit_model_key_map(pooler)
+    def key_map(cls, config: ViTConfig, add_pooling_layer: bool = True) -> KeyMap:
+        return vit_model_key_map(add_pooling_layer)
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        *,
-        attention: AttentionSpec | str | dict | None = None,
-        dtype: torch.dtype | None = None,
-        add_pooling_layer: bool | None = None,
-    ) -> "ViTModel":
-        """Load a ``ViTModel`` folder; the pooler is built when the checkpoint has one (or as told)."""
-        config = ViTConfig.from_hf(read_config(path), str(Path(path) / "config.json"))
-        if attention is not None:
-            config = config.with_attention(attention)
-        hf_state, source = load_state_dict(path)
-        if add_pooling_layer is None:
-            add_pooling_layer = any(k.endswith("pooler.dense.weight") for k in hf_state)
-        model = cls(config, add_pooling_layer=add_pooling_layer)
-        state, unexpected = cls.key_map(config, add_pooling_layer).to_ours(hf_state)
-        check_state_dict(model, state, unexpected, str(source))
-        model.load_state_dict(state, strict=True)
-        if dtype is not None:
-            model = model.to(dtype)
-        return model.eval()
+    def build_options(cls, hf_state: dict[str, Tensor]) -> dict[str, Any]:
+        return {"add_pooling_layer": any(k.endswith("pooler.dense.weight") for k in hf_state)}
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write a Hugging Face ``ViTModel`` folder (``config.json`` + ``model.safetensors``)."""
-        hf_state = vit_model_key_map(self.pooler is not None).to_hf(self.state_dict())
-        return write_hf_folder(path, self.config.to_hf("ViTModel"), hf_state)
+    def save_options(self) -> dict[str, Any]:
+        return {"add_pooling_layer": self.pooler is not None}
 
 
 # The classifier first: a config.json without "architectures" loads as the classifier.
