@@ -12,6 +12,11 @@ Conventions (the same for every mechanism):
 * A query row with no allowed key (every key masked or padded) returns **zeros**, and its gradient
   is zero: never NaN.
 * ``scale`` multiplies the scores ``q·k``; the default is ``1/sqrt(D)``.
+* ``bias`` (mechanisms with ``supports_bias``) is added to the scaled scores; it broadcasts to
+  (B, H, Nq, Nk). ``score_mod`` (mechanisms with ``supports_score_mod``) is a per-call score
+  function ``score_mod(score, b, h, q_idx, kv_idx)`` (see :mod:`polyformer.attention.score_mods`).
+* :meth:`AttentionMechanism.attention_probabilities` gives the (B, H, Nq, Nk) softmax matrix of
+  mechanisms that have one (exact softmax over a known set of keys); the others raise ConfigError.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from polyformer.errors import ShapeError
+from polyformer.errors import ConfigError, ShapeError
 from polyformer.options import options_to_dict
 
 
@@ -107,6 +112,8 @@ class AttentionMechanism(nn.Module):
     Options: ClassVar[type] = NoOptions
     #: whether :meth:`attend` accepts an additive ``bias`` on the scores
     supports_bias: ClassVar[bool] = False
+    #: whether :meth:`attend` accepts a per-call ``score_mod`` keyword
+    supports_score_mod: ClassVar[bool] = False
     #: whether decoding step by step with :meth:`forward_cached` reproduces the full causal pass
     #: (False for patterns drawn over the whole length, such as random keys)
     consistent_decoding: bool = True
@@ -125,6 +132,7 @@ class AttentionMechanism(nn.Module):
         key_padding_mask: Tensor | None = None,
         *,
         bias: Tensor | None = None,
+        score_mod: Any = None,
         scale: float | None = None,
         q_offset: int | None = None,
     ) -> Tensor:
@@ -133,16 +141,91 @@ class AttentionMechanism(nn.Module):
         if bias is not None and not self.supports_bias:
             raise ShapeError(
                 f"attention {self.name!r} does not accept an additive bias; "
-                "use 'dense' or 'memory_efficient', which do"
+                f"use one of {', '.join(mechanisms_with('supports_bias'))}, which do"
             )
+        # Only mechanisms that take a score function see the keyword, so the others keep the
+        # plain ``attend`` signature.
+        extra: dict[str, Any] = {}
+        if score_mod is not None:
+            self._check_score_mod_support()
+            extra["score_mod"] = score_mod
         if q_offset is None:
             q_offset = k.shape[-2] - q.shape[-2] if causal else 0
         if scale is None:
             scale = 1.0 / math.sqrt(q.shape[-1])
         return self.attend(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, bias=bias, scale=scale,
-            q_offset=q_offset,
+            q_offset=q_offset, **extra,
         )
+
+    def _check_score_mod_support(self) -> None:
+        if not self.supports_score_mod:
+            raise ConfigError(
+                f"attention {self.name!r} does not take a score function (score_mod); use one of "
+                f"{', '.join(mechanisms_with('supports_score_mod'))}, which do"
+            )
+
+    # -- probabilities ----------------------------------------------------------------------------
+    def dense_mask(
+        self, n_q: int, n_k: int, n_heads: int, q_offset: int, device: torch.device
+    ) -> Tensor | None:
+        """Which keys each query may see, as a bool (Hm, Nq, Nk) mask (None = every key).
+
+        Causality and padding are added by the caller. Mechanisms whose output is not an exact
+        softmax over a known set of keys (hashing, kernel feature maps) have no such mask: the
+        default raises ConfigError naming the mechanisms that do.
+        """
+        raise ConfigError(
+            f"attention {self.name!r} has no attention-probability matrix (its output is not a "
+            "softmax over a known set of keys), so output_attentions needs another mechanism: one "
+            f"of {', '.join(mechanisms_with_probabilities())}"
+        )
+
+    def attention_probabilities(
+        self,
+        q: Tensor,
+        k: Tensor,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        *,
+        bias: Tensor | None = None,
+        score_mod: Any = None,
+        scale: float | None = None,
+        q_offset: int | None = None,
+    ) -> Tensor:
+        """The (B, H, Nq, Nk) probabilities this mechanism applies to the values.
+
+        Rows sum to 1 over the allowed keys (0 for a query with no allowed key), so
+        ``probabilities @ v`` equals the mechanism's output. Raises ConfigError for mechanisms
+        without such a matrix (see :meth:`dense_mask`).
+        """
+        # Imported here: reference.py is a leaf module, but keeping base free of it at import
+        # time lets every mechanism import base first.
+        from polyformer.attention.reference import attention_probabilities
+
+        # k stands in for v: only the score side is checked here.
+        key_padding_mask = check_inputs(self.name, q, k, k, key_padding_mask, bias)
+        if bias is not None and not self.supports_bias:
+            raise ShapeError(f"attention {self.name!r} does not accept an additive bias")
+        if score_mod is not None:
+            self._check_score_mod_support()
+        n_q, n_k = q.shape[-2], k.shape[-2]
+        if q_offset is None:
+            q_offset = n_k - n_q if causal else 0
+        allowed = self.dense_mask(n_q, n_k, q.shape[1], q_offset, q.device)
+        score_mod = self.resolve_score_mod(score_mod, q.shape[1])
+        return attention_probabilities(
+            q, k, allowed=allowed, causal=causal, key_padding_mask=key_padding_mask, bias=bias,
+            score_mod=score_mod, scale=scale, q_offset=q_offset,
+        )
+
+    def resolve_score_mod(self, score_mod: Any, n_heads: int) -> Any:
+        """The callable score function a call uses (names resolved; the mechanism's own folded in)."""
+        if score_mod is None:
+            return None
+        from polyformer.attention.score_mods import resolve_score_mod
+
+        return resolve_score_mod(score_mod, n_heads, where=f"attention {self.name!r}")
 
     def attend(
         self,
@@ -173,19 +256,42 @@ class AttentionMechanism(nn.Module):
         key_padding_mask: Tensor | None = None,
         *,
         scale: float | None = None,
+        bias: Tensor | None = None,
+        score_mod: Any = None,
     ) -> Tensor:
         """Causal attention of new positions ``q, k, v`` (B, H, T, D) to themselves and the cache.
 
-        ``key_padding_mask`` covers every key so far (past and new): shape (B, len(cache) + T).
+        ``key_padding_mask`` covers every key so far (past and new): shape (B, len(cache) + T);
+        so does ``bias``, (…, T, len(cache) + T).
         """
         if not isinstance(cache, KVCache):
             raise TypeError(f"attention {self.name!r} expects a KVCache, got {type(cache).__name__}")
         k_all, v_all = cache.append(k, v)
-        return self(q, k_all, v_all, causal=True, key_padding_mask=key_padding_mask, scale=scale)
+        return self(
+            q, k_all, v_all, causal=True, key_padding_mask=key_padding_mask, scale=scale, bias=bias,
+            score_mod=score_mod,
+        )
 
     def extra_repr(self) -> str:
         fields = options_to_dict(self.options)
         return ", ".join(f"{key}={value!r}" for key, value in fields.items())
+
+
+def mechanisms_with(flag: str) -> list[str]:
+    """Names of the registered mechanisms whose class attribute ``flag`` is true."""
+    from polyformer.attention.registry import list_mechanisms, mechanism_class
+
+    return [name for name in list_mechanisms() if getattr(mechanism_class(name), flag, False)]
+
+
+def mechanisms_with_probabilities() -> list[str]:
+    """Names of the registered mechanisms that define a probability matrix (override ``dense_mask``)."""
+    from polyformer.attention.registry import list_mechanisms, mechanism_class
+
+    return [
+        name for name in list_mechanisms()
+        if mechanism_class(name).dense_mask is not AttentionMechanism.dense_mask
+    ]
 
 
 def check_inputs(

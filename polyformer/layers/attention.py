@@ -4,14 +4,22 @@ The layers project inputs to heads, apply rotary angles when given, and hand ``q
 (B, H, N, D) to the mechanism through the protocol of :mod:`polyformer.attention.base` only, so
 every registered mechanism works in every model. Decoding state lives in the mechanism's own cache
 (``mechanism.new_cache()``), never in a cache type assumed here.
+
+Both layers take an additive ``attention_bias`` (broadcastable to (B, H, Nq, Nk); mechanisms with
+``supports_bias``), a per-call ``score_mod`` (mechanisms with ``supports_score_mod``) and
+``output_attentions=True``, which returns ``(output, probabilities)`` with the (B, H, Nq, Nk)
+probabilities of mechanisms that have them (others raise ConfigError naming those that do).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
-from polyformer.attention import AttentionCache, AttentionSpec
-from polyformer.errors import ShapeError
+from polyformer.attention import AttentionCache, AttentionSpec, KVCache
+from polyformer.errors import ConfigError, ShapeError
 from polyformer.layers.rotary import RotaryAngles
 
 
@@ -55,6 +63,31 @@ class _HeadProjections(nn.Module):
         b, h, n, d = x.shape
         return x.transpose(1, 2).reshape(b, n, h * d)
 
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool,
+        key_padding_mask: Tensor | None,
+        bias: Tensor | None,
+        score_mod: Any,
+        output_attentions: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The mechanism's output (B, H, Nq, Dv) and, when asked, its probabilities (B, H, Nq, Nk)."""
+        if output_attentions:
+            # The output is computed from the same probabilities, so the two always agree.
+            probs = self.mechanism.attention_probabilities(
+                q, k, causal, key_padding_mask, bias=bias, score_mod=score_mod, scale=self.scale,
+            )
+            return torch.matmul(probs.to(v.dtype), v), probs
+        out = self.mechanism(
+            q, k, v, causal=causal, key_padding_mask=key_padding_mask, bias=bias,
+            score_mod=score_mod, scale=self.scale,
+        )
+        return out, None
+
 
 class MultiHeadAttention(_HeadProjections):
     """Self-attention: ``out_proj(mechanism(q_proj x, k_proj x, v_proj x))`` with optional rotary.
@@ -70,28 +103,55 @@ class MultiHeadAttention(_HeadProjections):
         key_padding_mask: Tensor | None = None,
         rotary: RotaryAngles | None = None,
         cache: AttentionCache | None = None,
-    ) -> Tensor:
-        """(B, N, d_model) -> (B, N, d_model).
+        attention_bias: Tensor | None = None,
+        score_mod: Any = None,
+        output_attentions: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, N, d_model) -> (B, N, d_model); with ``output_attentions``, also (B, H, N, N_keys).
 
         With ``cache`` (from ``self.mechanism.new_cache()``), ``x`` holds only new positions: they
         attend causally to the cached ones and to themselves, and the cache is updated. Then
-        ``key_padding_mask`` covers past and new keys, (B, len(cache) + N).
+        ``key_padding_mask`` covers past and new keys, (B, len(cache) + N), and so does the last
+        axis of ``attention_bias``.
         """
         q = self.split_heads(self.q_proj(x))  # (B, H, N, D)
         k = self.split_heads(self.k_proj(x))
         v = self.split_heads(self.v_proj(x))
         if rotary is not None:
             q, k = rotary.apply(q), rotary.apply(k)
+        probs = None
         if cache is None:
-            out = self.mechanism(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=self.scale)
+            out, probs = self.attend(
+                q, k, v, causal=causal, key_padding_mask=key_padding_mask, bias=attention_bias,
+                score_mod=score_mod, output_attentions=output_attentions,
+            )
         else:
             if not causal:
                 raise ShapeError(
                     "MultiHeadAttention: a decoding cache needs causal attention (new positions "
                     "cannot be seen by earlier ones); run non-causal layers without a cache"
                 )
-            out = self.mechanism.forward_cached(q, k, v, cache, key_padding_mask, scale=self.scale)
-        return self.out_proj(self.merge_heads(out))  # (B, N, d_model)
+            if output_attentions:
+                if not isinstance(cache, KVCache):
+                    raise ConfigError(
+                        f"output_attentions while decoding needs a key/value cache; attention "
+                        f"{self.mechanism.name!r} keeps a {type(cache).__name__}"
+                    )
+                k_all, v_all = cache.append(k, v)
+                out, probs = self.attend(
+                    q, k_all, v_all, causal=True, key_padding_mask=key_padding_mask,
+                    bias=attention_bias, score_mod=score_mod, output_attentions=True,
+                )
+            else:
+                # Recurrent mechanisms have their own forward_cached without these keywords.
+                extra: dict[str, Any] = {}
+                if attention_bias is not None:
+                    extra["bias"] = attention_bias
+                if score_mod is not None:
+                    extra["score_mod"] = score_mod
+                out = self.mechanism.forward_cached(q, k, v, cache, key_padding_mask, scale=self.scale, **extra)
+        out = self.out_proj(self.merge_heads(out))  # (B, N, d_model)
+        return (out, probs) if output_attentions else out
 
 
 class CrossAttentionCache:
@@ -128,11 +188,16 @@ class CrossAttention(_HeadProjections):
         *,
         context_padding_mask: Tensor | None = None,
         cache: CrossAttentionCache | None = None,
-    ) -> Tensor:
+        attention_bias: Tensor | None = None,
+        score_mod: Any = None,
+        output_attentions: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """(B, N, d_model) attending to (B, M, kv_dim) -> (B, N, d_model).
 
-        With a filled ``cache`` the stored keys/values (and padding mask) are used and ``context``
-        may be None; an empty cache is filled from ``context`` on the first call.
+        ``context_padding_mask`` (B, M), True = real context token. With a filled ``cache`` the
+        stored keys/values (and padding mask) are used and ``context`` may be None; an empty cache
+        is filled from ``context`` on the first call. ``output_attentions`` also returns the
+        (B, H, N, M) probabilities.
         """
         if cache is not None and cache.filled:
             k, v, mask = cache.k, cache.v, cache.padding_mask
@@ -147,6 +212,15 @@ class CrossAttention(_HeadProjections):
             mask = context_padding_mask
             if cache is not None:
                 cache.k, cache.v, cache.padding_mask = k, v, mask
+        if mask is not None and tuple(mask.shape) != (x.shape[0], k.shape[-2]):
+            raise ShapeError(
+                f"cross-attention: the padding mask of the attended states must be (batch, "
+                f"context length) = {(x.shape[0], k.shape[-2])}, got {tuple(mask.shape)}"
+            )
         q = self.split_heads(self.q_proj(x))  # (B, H, N, D)
-        out = self.mechanism(q, k, v, causal=False, key_padding_mask=mask, scale=self.scale)
-        return self.out_proj(self.merge_heads(out))  # (B, N, d_model)
+        out, probs = self.attend(
+            q, k, v, causal=False, key_padding_mask=mask, bias=attention_bias, score_mod=score_mod,
+            output_attentions=output_attentions,
+        )
+        out = self.out_proj(self.merge_heads(out))  # (B, N, d_model)
+        return (out, probs) if output_attentions else out
