@@ -5,6 +5,7 @@ One concept per file; the transformer stacks in :mod:`polyformer.transformer` as
 
 from polyformer.layers.activations import ACTIVATIONS, GELU, QuickGELU, build_activation
 from polyformer.layers.attention import CrossAttention, CrossAttentionCache, MultiHeadAttention
+from polyformer.layers.drop_path import DropPath, drop_path, drop_path_rates
 from polyformer.layers.embeddings import TokenEmbedding
 from polyformer.layers.mlp import MLP, MLP_KINDS, GatedMLP, build_mlp
 from polyformer.layers.norms import NORMS, LayerNorm, RMSNorm, build_norm
@@ -20,6 +21,7 @@ __all__ = [
     "NORMS",
     "CrossAttention",
     "CrossAttentionCache",
+    "DropPath",
     "GatedMLP",
     "LayerNorm",
     "LearnedPositions",
@@ -35,6 +37,8 @@ __all__ = [
     "build_activation",
     "build_mlp",
     "build_norm",
+    "drop_path",
+    "drop_path_rates",
     "resize_positions_1d",
     "resize_positions_2d",
     "sinusoidal_table",
