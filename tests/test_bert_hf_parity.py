@@ -218,3 +218,21 @@ def test_save_pretrained_loads_in_transformers_with_same_outputs(tmp_path, archi
     assert back.config.hidden_act == "gelu_new" and back.config.layer_norm_eps == hf.config.layer_norm_eps
     if "id2label" in kwargs and architecture != "BertModel":
         assert back.config.id2label == kwargs["id2label"]
+
+
+@pytest.mark.parametrize("architecture", ["BertModel", "BertForSequenceClassification"])
+def test_hidden_states_and_attentions_of_every_layer_match(tmp_path, architecture):
+    hf = _save_hf(tmp_path, architecture, num_hidden_layers=3, attn_implementation="eager")
+    ours = polyformer.from_pretrained(tmp_path)
+    inputs = _inputs()
+    with torch.no_grad():
+        expected = hf(**inputs, output_hidden_states=True, output_attentions=True)
+        got = ours(**inputs, output_hidden_states=True, output_attentions=True)
+        plain = ours(**inputs)
+    assert len(got.hidden_states) == len(expected.hidden_states) == 4  # embeddings, then each layer
+    assert len(got.attentions) == len(expected.attentions) == 3
+    for mine, theirs in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions):
+        torch.testing.assert_close(mine, theirs, atol=ATOL, rtol=ATOL)
+    assert got.attentions[0][1, :, :, -4:].abs().max() == 0  # padding gets no attention
+    assert plain.hidden_states is None and plain.attentions is None
+    assert len(plain.to_tuple()) == len(got.to_tuple()) - 2  # HF's tuple view: the asked-for fields added

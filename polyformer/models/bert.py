@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from polyformer.attention import AttentionSpec
-from polyformer.convert.checkpoint import load_state_dict, read_config
-from polyformer.convert.keymap import KeyMap, check_state_dict
+from polyformer.convert.keymap import KeyMap
 from polyformer.errors import CheckpointError, ConfigError, ShapeError
 from polyformer.layers import LayerNorm, LearnedPositions, TokenEmbedding
 from polyformer.models import register_model
-from polyformer.models._folders import write_hf_folder
-from polyformer.models._labels import check_head_rows, labels_to_hf, parse_id2label, resolve_labels
+from polyformer.models._labels import labels_to_hf, parse_id2label, resolve_labels
 from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
 from polyformer.models.bert_convert import bert_key_map
 from polyformer.models.heads import (
@@ -263,7 +260,7 @@ def init_bert_weights(model: nn.Module, std: float) -> None:
 
 
 class BertPreTrainedModel(PretrainedModel):
-    """What every BERT model shares: config, key map, weight init, loading and saving.
+    """What every BERT model shares: config, key map, loading and saving.
 
     ``head`` names the weights outside the base model (see ``bert_convert.HEADS``);
     ``add_pooling_layer`` says whether the base model has its pooler, as in Hugging Face.
@@ -274,8 +271,6 @@ class BertPreTrainedModel(PretrainedModel):
     hf_save_prefix: ClassVar[str] = "bert."
     head: ClassVar[str] = "none"
     add_pooling_layer: ClassVar[bool] = False
-    #: weight whose rows must equal the number of labels (checked on load)
-    head_weight: ClassVar[str | None] = None
 
     def _base(self, config: BertConfig) -> "BertModel":
         return BertModel(config, add_pooling_layer=self.add_pooling_layer)
@@ -283,21 +278,6 @@ class BertPreTrainedModel(PretrainedModel):
     @classmethod
     def key_map(cls, config: BertConfig) -> KeyMap:
         return bert_key_map(cls.head, pooler=cls.add_pooling_layer, tied=config.tie_word_embeddings)
-
-    def complete_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        # A label map that does not fit the head is named as such, not as a mis-shaped weight.
-        if self.head_weight is not None and self.head_weight in state:
-            check_head_rows(state[self.head_weight].shape[0], self.config.id2label, self.head_weight, "checkpoint")
-        return state
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write a Hugging Face folder (``config.json`` + ``model.safetensors``) of this architecture."""
-        hf_state = self.key_map(self.config).to_hf(self.state_dict(), prefix=self.hf_save_prefix)
-        return write_hf_folder(path, self.config.to_hf(self.architectures[0]), hf_state)
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(self.config.id2label)
 
 
 class BertModel(BertPreTrainedModel):
@@ -320,10 +300,14 @@ class BertModel(BertPreTrainedModel):
         token_type_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
         """Hidden states (B, N, d) of every token, and the pooled first token when there is a pooler.
 
         ``attention_mask`` (B, N): 1 for real tokens, 0 for padding (the tokenizer's mask).
+        ``output_hidden_states``: the embeddings' output and each layer's; ``output_attentions``:
+        each layer's (B, H, N, N) attention probabilities.
         """
         h = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, N, d)
         mask = None
@@ -332,35 +316,24 @@ class BertModel(BertPreTrainedModel):
                 raise ShapeError(f"BERT: attention_mask must be (batch, length) = {tuple(h.shape[:2])}, got "
                                  f"{tuple(attention_mask.shape)}; 1 marks real tokens, 0 padding")
             mask = attention_mask.bool()
-        h = self.encoder(h, key_padding_mask=mask)  # (B, N, d)
+        out = self.encoder.run(h, key_padding_mask=mask, output_hidden_states=output_hidden_states,
+                               output_attentions=output_attentions)
+        h = out.last_hidden_state  # (B, N, d)
         pooled = self.pooler(h) if self.pooler is not None else None  # (B, d)
-        return BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=pooled)
+        return BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=pooled, hidden_states=out.hidden_states,
+                                          attentions=out.attentions)
 
     @classmethod
-    def key_map(cls, config: BertConfig, pooler: bool = True) -> KeyMap:
-        return bert_key_map("none", pooler=pooler, prefix="")
+    def key_map(cls, config: BertConfig, add_pooling_layer: bool = True) -> KeyMap:
+        return bert_key_map("none", pooler=add_pooling_layer, prefix="")
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        *,
-        attention: AttentionSpec | str | dict | None = None,
-        dtype: torch.dtype | None = None,
-        add_pooling_layer: bool | None = None,
-    ) -> "BertModel":
-        """Load a ``BertModel`` folder; the pooler is built when the checkpoint has one (or as told)."""
-        config = BertConfig.from_hf(read_config(path), str(Path(path) / "config.json"))
-        if attention is not None:
-            config = config.with_attention(attention)
-        hf_state, source = load_state_dict(path)
-        if add_pooling_layer is None:
-            add_pooling_layer = any(k.endswith("pooler.dense.weight") for k in hf_state)
-        model = cls(config, add_pooling_layer=add_pooling_layer)
-        state, unexpected = cls.key_map(config, add_pooling_layer).to_ours(hf_state)
-        check_state_dict(model, state, unexpected, str(source))
-        model.load_state_dict(state, strict=True)
-        return (model if dtype is None else model.to(dtype)).eval()
+    def build_options(cls, hf_state: dict[str, Tensor]) -> dict[str, Any]:
+        # The pooler is built when the checkpoint has one (``add_pooling_layer=`` overrides).
+        return {"add_pooling_layer": any(k.endswith("pooler.dense.weight") for k in hf_state)}
+
+    def save_options(self) -> dict[str, Any]:
+        return {"add_pooling_layer": self.pooler is not None}
 
 
 def _classifier_dropout(config: BertConfig) -> nn.Dropout:
@@ -382,12 +355,14 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
-                inputs_embeds: Tensor | None = None, labels: Tensor | None = None) -> SequenceClassifierOutput:
+                inputs_embeds: Tensor | None = None, labels: Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> SequenceClassifierOutput:
         """Class scores (B, num_labels); ``loss`` by Hugging Face's ``problem_type`` rule when ``labels`` given."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_hidden_states, output_attentions)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
 class BertForTokenClassification(BertPreTrainedModel):
@@ -405,12 +380,14 @@ class BertForTokenClassification(BertPreTrainedModel):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
-                inputs_embeds: Tensor | None = None, labels: Tensor | None = None) -> TokenClassifierOutput:
+                inputs_embeds: Tensor | None = None, labels: Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> TokenClassifierOutput:
         """Scores (B, N, num_labels); ``loss`` is the cross-entropy over labels that are not -100."""
-        h = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds).last_hidden_state
-        logits = self.classifier(self.dropout(h))  # (B, N, num_labels)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_hidden_states, output_attentions)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, N, num_labels)
         loss = None if labels is None else token_cross_entropy(logits, labels)
-        return TokenClassifierOutput(loss=loss, logits=logits)
+        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
 class BertForQuestionAnswering(BertPreTrainedModel):
@@ -428,14 +405,16 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
                 inputs_embeds: Tensor | None = None, start_positions: Tensor | None = None,
-                end_positions: Tensor | None = None) -> QuestionAnsweringModelOutput:
+                end_positions: Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> QuestionAnsweringModelOutput:
         """``start_logits`` / ``end_logits`` (B, N); ``loss`` when both answer positions (B,) are given."""
-        h = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds).last_hidden_state
-        start, end = self.qa_outputs(h)  # (B, N) each
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_hidden_states, output_attentions)
+        start, end = self.qa_outputs(out.last_hidden_state)  # (B, N) each
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = span_loss(start, end, start_positions, end_positions)
-        return QuestionAnsweringModelOutput(loss=loss, start_logits=start, end_logits=end)
+        return QuestionAnsweringModelOutput(loss, start, end, out.hidden_states, out.attentions)
 
 
 class BertForMaskedLM(BertPreTrainedModel):
@@ -456,12 +435,14 @@ class BertForMaskedLM(BertPreTrainedModel):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
-                inputs_embeds: Tensor | None = None, labels: Tensor | None = None) -> MaskedLMOutput:
+                inputs_embeds: Tensor | None = None, labels: Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> MaskedLMOutput:
         """Scores (B, N, vocab); ``loss`` is the cross-entropy at positions whose label is not -100."""
-        h = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds).last_hidden_state
-        logits = self.cls(h, self.bert.embeddings.word_embeddings.weight)  # (B, N, vocab)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_hidden_states, output_attentions)
+        logits = self.cls(out.last_hidden_state, self.bert.embeddings.word_embeddings.weight)  # (B, N, vocab)
         loss = None if labels is None else token_cross_entropy(logits, labels)
-        return MaskedLMOutput(loss=loss, logits=logits)
+        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
 
 # BertModel first: a config.json without "architectures" loads as the bare encoder, as AutoModel does.
