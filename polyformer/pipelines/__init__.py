@@ -13,6 +13,13 @@ TASK_MODULES: dict[str, str] = {
     "text-generation": "polyformer.pipelines.text_generation",
     "image-classification": "polyformer.pipelines.image_classification",
     "image-completion": "polyformer.pipelines.image_completion",
+    "text-classification": "polyformer.pipelines.text_classification",
+    "sentiment-analysis": "polyformer.pipelines.text_classification",
+    "token-classification": "polyformer.pipelines.token_classification",
+    "ner": "polyformer.pipelines.token_classification",
+    "question-answering": "polyformer.pipelines.question_answering",
+    "fill-mask": "polyformer.pipelines.fill_mask",
+    "feature-extraction": "polyformer.pipelines.feature_extraction",
 }
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}

