@@ -10,6 +10,16 @@ Hugging Face loads again.
              *split_rows(3, transposed=True)),
         Rule("h.{}.ln_1.weight", "decoder.layers.{}.attn_norm.weight"),
     ], ignore=("h.{}.attn.bias",), hf_prefixes=("transformer.", ""))
+
+``aliases`` are load-only rules for a second spelling of the same weights (saving writes the main
+rules' spelling). Maps compose: a two-tower model maps each tower with its own literal map under a
+prefix and merges them; two maps that claim the same key are refused::
+
+    KeyMap.merge(
+        text_map.with_prefix("text_model.", "tower_b."),
+        vision_map.with_prefix("vision_model.", "tower_a."),
+        KeyMap([Rule("logit_scale", "logit_scale")]),
+    )
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from polyformer.errors import CheckpointError
+from polyformer.errors import CheckpointError, ConfigError
 
 ToOurs = Callable[[Tensor], Sequence[Tensor]]
 ToHF = Callable[[Sequence[Tensor]], Tensor]
@@ -63,6 +73,14 @@ class Rule:
     def our_keys(self) -> tuple[str, ...]:
         return (self.ours,) if isinstance(self.ours, str) else self.ours
 
+    def with_prefix(self, hf_prefix: str, our_prefix: str) -> "Rule":
+        """The same rule with ``hf_prefix`` / ``our_prefix`` before its keys."""
+        ours = tuple(our_prefix + k for k in self.our_keys)
+        return Rule(
+            hf_prefix + self.hf, ours[0] if isinstance(self.ours, str) else ours,
+            self.to_ours, self.to_hf, self.prefixed,
+        )
+
 
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(pattern).replace(r"\{\}", r"(\d+)") + "$")
@@ -70,17 +88,59 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 @dataclass
 class KeyMap:
-    """Rules of one family; ``ignore`` lists HF keys that carry no weights (e.g. causal-mask buffers)."""
+    """Rules of one family; ``ignore`` lists HF keys that carry no weights (e.g. causal-mask buffers).
+
+    ``aliases``: load-only rules for another spelling of the same weights (e.g. the module names
+    of a newer ``transformers`` next to the on-disk names); keys no main rule matches are tried
+    against them, and saving uses the main rules only, so a saved checkpoint has one spelling.
+    """
 
     rules: list[Rule]
     ignore: Sequence[str] = ()
     #: prefixes a checkpoint's keys may carry (e.g. "transformer." for *LMHeadModel); stripped on load
     hf_prefixes: Sequence[str] = ("",)
+    aliases: Sequence[Rule] = ()
     _compiled: list[tuple[re.Pattern[str], Rule]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.rules = list(self.rules)
+        self.aliases = tuple(self.aliases)
         self._compiled = [(_regex(r.hf), r) for r in self.rules]
         self._ignored = [_regex(p) for p in self.ignore]
+        self._alias_map = (
+            KeyMap(list(self.aliases), ignore=self.ignore, hf_prefixes=self.hf_prefixes)
+            if self.aliases else None
+        )
+
+    # -- composition --------------------------------------------------------------------------------
+    def with_prefix(self, hf_prefix: str, our_prefix: str) -> "KeyMap":
+        """This map with every key under ``hf_prefix`` (theirs) and ``our_prefix`` (ours).
+
+        The result accepts no other checkpoint prefix (``hf_prefixes`` belong to the whole
+        checkpoint: give them to :meth:`merge`).
+        """
+        return KeyMap(
+            [r.with_prefix(hf_prefix, our_prefix) for r in self.rules],
+            ignore=tuple(hf_prefix + p for p in self.ignore),
+            aliases=tuple(r.with_prefix(hf_prefix, our_prefix) for r in self.aliases),
+        )
+
+    @staticmethod
+    def merge(*maps: "KeyMap", hf_prefixes: Sequence[str] = ("",)) -> "KeyMap":
+        """One map holding the rules of ``maps``; ConfigError if two of them claim the same key.
+
+        A key is claimed twice when a Hugging Face key (or one of ours) matches rules of two maps,
+        e.g. two towers merged without :meth:`with_prefix`.
+        """
+        if not maps:
+            raise ConfigError("KeyMap.merge needs at least one key map")
+        _check_disjoint(maps)
+        return KeyMap(
+            [r for m in maps for r in m.rules],
+            ignore=tuple(p for m in maps for p in m.ignore),
+            hf_prefixes=hf_prefixes,
+            aliases=tuple(r for m in maps for r in m.aliases),
+        )
 
     # -- Hugging Face -> polyformer ----------------------------------------------------------------
     def to_ours(self, hf_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
@@ -101,6 +161,9 @@ class KeyMap:
                 break
             else:
                 unexpected.append(key)
+        if unexpected and self._alias_map is not None:
+            extra, unexpected = self._alias_map.to_ours({k: hf_state[k] for k in unexpected})
+            ours.update(extra)
         return ours, unexpected
 
     def _strip(self, key: str) -> str | None:
@@ -138,6 +201,31 @@ class KeyMap:
         if missing:
             raise CheckpointError(f"no key-map rule covers these weights: {', '.join(missing[:10])}")
         return out
+
+
+def _example(pattern: str) -> str:
+    """A concrete key of ``pattern`` (layer 0), to test whether another pattern claims it."""
+    return pattern.replace("{}", "0")
+
+
+def _check_disjoint(maps: Sequence[KeyMap]) -> None:
+    """Raise ConfigError if two maps have rules for one HF key or one of our keys."""
+    sides = (
+        ("Hugging Face", lambda m: [(r.hf, r) for r in [*m.rules, *m.aliases]]),
+        ("polyformer", lambda m: [(k, r) for r in m.rules for k in r.our_keys]),
+    )
+    for side, patterns_of in sides:
+        claimed = [[(_regex(p), p, _example(p)) for p, _ in patterns_of(m)] for m in maps]
+        for i in range(len(maps)):
+            for j in range(i + 1, len(maps)):
+                for regex, mine, my_example in claimed[i]:
+                    for other_regex, other, other_example in claimed[j]:
+                        if regex.match(other_example) or other_regex.match(my_example):
+                            raise ConfigError(
+                                f"KeyMap.merge: maps {i} and {j} both claim the {side} key "
+                                f"{other_example!r} ({mine!r} and {other!r}); put each map under "
+                                "its own prefix with KeyMap.with_prefix"
+                            )
 
 
 def _fill(pattern: str, groups: Sequence[str]) -> str:

@@ -14,38 +14,11 @@ while the modules of transformers 5 are named ``vit.layers.0.attention.q_proj`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
-
-from torch import Tensor
-
 from polyformer.convert.keymap import KeyMap, Rule
 
-__all__ = ["KeyMapWithAliases", "vit_classifier_key_map", "vit_model_key_map"]
+__all__ = ["vit_classifier_key_map", "vit_model_key_map"]
 
 _WB = ("weight", "bias")
-
-
-@dataclass
-class KeyMapWithAliases(KeyMap):
-    """A key map with extra load-only rules (``aliases``) for another spelling of the same keys.
-
-    Keys no main rule matches are tried against the aliases; saving uses the main rules only, so a
-    saved checkpoint has one spelling.
-    """
-
-    aliases: Sequence[Rule] = field(default_factory=tuple)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._alias_map = KeyMap(list(self.aliases), ignore=self.ignore, hf_prefixes=self.hf_prefixes)
-
-    def to_ours(self, hf_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-        ours, unexpected = super().to_ours(hf_state)
-        if unexpected and self.aliases:
-            extra, unexpected = self._alias_map.to_ours({k: hf_state[k] for k in unexpected})
-            ours.update(extra)
-        return ours, unexpected
 
 
 def _encoder_rules(hf: str, ours: str) -> list[Rule]:
@@ -87,15 +60,15 @@ def _live_layer_aliases(hf: str, ours: str) -> list[Rule]:
     return [Rule(f"{layer}{theirs}.{s}", f"{block}{mine}.{s}") for theirs, mine in pairs for s in _WB]
 
 
-def vit_classifier_key_map() -> KeyMapWithAliases:
+def vit_classifier_key_map() -> KeyMap:
     """``ViTForImageClassification``: ``vit.*`` backbone plus ``classifier``; ours: ``vit.*``, ``classifier``."""
     rules = _encoder_rules("vit.", "vit.") + [Rule(f"classifier.{s}", f"classifier.{s}") for s in _WB]
-    return KeyMapWithAliases(rules, aliases=_live_layer_aliases("vit.", "vit."))
+    return KeyMap(rules, aliases=_live_layer_aliases("vit.", "vit."))
 
 
-def vit_model_key_map(pooler: bool) -> KeyMapWithAliases:
+def vit_model_key_map(pooler: bool) -> KeyMap:
     """``ViTModel`` (no prefix on disk; a ``vit.`` prefix is accepted too), with its optional pooler."""
     rules = _encoder_rules("", "")
     if pooler:
         rules += [Rule(f"pooler.dense.{s}", f"pooler.{s}") for s in _WB]
-    return KeyMapWithAliases(rules, aliases=_live_layer_aliases("", ""), hf_prefixes=("vit.", ""))
+    return KeyMap(rules, aliases=_live_layer_aliases("", ""), hf_prefixes=("vit.", ""))
