@@ -6,29 +6,33 @@
   (``polyformer train igpt-mnist``); reports test bits per dimension and draws completions of
   half-hidden test digits.
 
-Both take any registered attention mechanism (``attention="bigbird"``), save a Hugging Face
-folder (``config.json``, ``model.safetensors``, ``preprocessor_config.json``) plus ``metrics.json``
-that the pipelines load, and stop early at ``time_budget_s`` if one is given.
+Both train on the one trainer (:mod:`polyformer.train`: its AdamW, warmup + cosine schedule,
+clipping, checkpoints and metrics) with the family's task — ``classification`` for the ViT,
+``next-pixel`` for iGPT — and take any registered attention mechanism (``attention="bigbird"``).
+With ``out`` they write a Hugging Face folder (``config.json``, ``model.safetensors``,
+``preprocessor_config.json``) plus ``metrics.json`` that the pipelines load directly, and keep the
+trainer's run in ``out/training`` (checkpoints, ``metrics.jsonl``): running the recipe again with
+the same options resumes it. ``time_budget_s`` stops training early (with a checkpoint).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from polyformer.attention import AttentionSpec
 from polyformer.data.mnist import MNIST, load_mnist
 from polyformer.files import atomic_write_text
 from polyformer.options import require
+from polyformer.recipes.digits import DIGIT_LABELS, classification_sets, pixel_sets
+from polyformer.train import ModelSpec, TrainConfig, TrainResult, train
+from polyformer.train.metrics import read_metrics
 
 __all__ = [
     "IGPTMnistOptions",
@@ -39,56 +43,7 @@ __all__ = [
     "train_vit_mnist",
 ]
 
-MNIST_MEAN, MNIST_STD = 0.5, 0.5  # the processor maps pixels to [-1, 1]
-
-
-# ------------------------------------------------------------------------------------------------
-# A small training loop shared by both recipes
-# ------------------------------------------------------------------------------------------------
-def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on norms, biases, tokens or position tables)."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "position" not in n and "wpe" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "position" not in n and "wpe" not in n)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.98))
-
-
-def train_steps(
-    model: nn.Module, loss_of_step: Callable[[int], Tensor], steps: int, *, lr: float, warmup: int,
-    weight_decay: float, time_budget_s: float | None = None, progress: bool = True, desc: str = "train",
-) -> list[tuple[int, float]]:
-    """Run ``steps`` optimiser steps of ``loss_of_step(step)``; returns (step, loss) every 10 steps."""
-    from tqdm.auto import tqdm
-
-    optimizer = _optimizer(model, lr, weight_decay)
-    model.train()
-    history: list[tuple[int, float]] = []
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, warmup)
-        loss = loss_of_step(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % 10 == 0 or step == steps - 1:
-            value = float(loss.detach())
-            history.append((step, value))
-            bar.set_postfix(loss=f"{value:.3f}")
-        if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
-            break
-    model.eval()
-    return history
+TRAINING_FOLDER = "training"  # the trainer's run (checkpoints, metrics.jsonl) inside a recipe's folder
 
 
 def _check_common(options: Any, name: str) -> None:
@@ -106,9 +61,49 @@ def _write_metrics(out: Path, metrics: dict[str, Any]) -> None:
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
-def _to_unit(images: np.ndarray) -> Tensor:
-    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [-1, 1], what the saved processor produces."""
-    return (torch.from_numpy(images).float().div(255.0).sub(MNIST_MEAN).div(MNIST_STD))[:, None]
+def _attention_config(attention: Any) -> dict[str, Any]:
+    """The attention option as plain JSON (it is part of the model spec saved with checkpoints)."""
+    spec = AttentionSpec.coerce(attention)
+    return {"name": spec.name, "options": dict(spec.options)}
+
+
+def _train_config(options: Any, steps: int, eval_examples: int, tokens_per_example: int, run_dir: Path,
+                  progress: bool) -> TrainConfig:
+    """The trainer's settings of a recipe: its AdamW (beta2 0.98), a warmup of at most a fifth of the
+    run, cosine to 10%, clipping at 1, evaluation on every test example at the end only."""
+    return TrainConfig(
+        total_steps=steps, batch_size=options.batch_size, seq_len=tokens_per_example, lr=options.lr,
+        min_lr_ratio=0.1, warmup_steps=min(options.warmup_steps, steps // 5 + 1, steps - 1) if steps > 1 else 0,
+        weight_decay=options.weight_decay, beta2=0.98, clip=1.0, eval_interval=0,
+        eval_tokens=eval_examples * tokens_per_example, checkpoint_interval=0, keep_checkpoints=1,
+        seed=options.seed, out_dir=str(run_dir), progress=progress,
+    )
+
+
+def _run(spec: ModelSpec, train_set: Any, test_set: Any, size: int, config: TrainConfig,
+         time_budget_s: float | None) -> tuple[TrainResult, list[tuple[int, float]]]:
+    """Train on the one trainer; returns its result and the training loss every 10 steps."""
+    result = train(spec, train_set, test_set, size, config, time_budget_s=time_budget_s)
+    records = [r for r in read_metrics(Path(config.out_dir) / "metrics.jsonl") if r.get("kind") == "train"]
+    history = [(r["step"] - 1, float(r["loss"])) for r in records
+               if (r["step"] - 1) % 10 == 0 or r["step"] == records[-1]["step"]]
+    result.model.eval()
+    return result, history
+
+
+class _RunFolder:
+    """``out/training`` when the recipe saves a folder, else a temporary folder removed afterwards."""
+
+    def __init__(self, out: str | Path | None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="polyformer-recipe-") if out is None else None
+        self.path = Path(self._tmp.name) if self._tmp else Path(out) / TRAINING_FOLDER
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,74 +159,29 @@ class ViTMnistResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
-    """Translate each image by up to ``max_shift`` pixels (zero padding at the background value)."""
-    if max_shift == 0:
-        return x
-    b, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, value=-MNIST_MEAN / MNIST_STD)
-    dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, :, None].expand(b, h, w)
-    cols = (dx[:, None] + torch.arange(w))[:, None, :].expand(b, h, w)
-    return padded[torch.arange(b)[:, None, None], 0, rows, cols][:, None]
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
-    """Fraction of ``images`` (N, C, H, W) whose top class is the label."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        logits = model(images[start:start + batch_size]).logits
-        correct += int((logits.argmax(-1) == labels[start:start + batch_size]).sum())
-    return correct / max(1, len(labels))
-
-
 def train_vit_mnist(options: ViTMnistOptions | None = None, out: str | Path | None = None, *,
                     data: MNIST | None = None, progress: bool = True) -> ViTMnistResult:
-    """Train a ViT on MNIST from scratch; save it to ``out`` (a Hugging Face folder) if given."""
-    from polyformer.models.vit import ViTConfig, ViTForImageClassification
-    from polyformer.processors import ImageProcessor
-
+    """Train a ViT on MNIST from scratch on the trainer; save it to ``out`` (a Hugging Face folder) if given."""
     o = options or ViTMnistOptions()
     if o.threads:
         torch.set_num_threads(o.threads)
-    torch.manual_seed(o.seed)
     data = (data or load_mnist(o.source)).subset(o.train_limit, o.test_limit, seed=o.seed)
-    train_x, train_y = _to_unit(data.train_images), torch.from_numpy(data.train_labels)
-    test_x, test_y = _to_unit(data.test_images), torch.from_numpy(data.test_labels)
-    config = ViTConfig(
-        image_size=o.image_size, patch_size=o.patch_size, num_channels=1, d_model=o.d_model, n_layers=o.n_layers,
-        n_heads=o.n_heads, d_ff=o.d_ff, dropout=o.dropout, attention=o.attention,
-        id2label={i: str(i) for i in range(10)},
-    )
-    model = ViTForImageClassification(config)
-    steps_per_epoch = max(1, len(train_y) // o.batch_size)
-    steps = max(1, int(round(o.epochs * steps_per_epoch)))
-    generator = torch.Generator().manual_seed(o.seed)
-    order = torch.randperm(len(train_y), generator=generator)
-
-    def loss_of_step(step: int) -> Tensor:
-        nonlocal order
-        position = (step % steps_per_epoch) * o.batch_size
-        if position == 0 and step:
-            order = torch.randperm(len(train_y), generator=generator)
-        index = order[position:position + o.batch_size]
-        return model(_random_shift(train_x[index], o.max_shift, generator), labels=train_y[index]).loss
-
-    start = time.perf_counter()
-    history = train_steps(model, loss_of_step, steps, lr=o.lr, warmup=min(o.warmup_steps, steps // 5 + 1),
-                          weight_decay=o.weight_decay, time_budget_s=o.time_budget_s, progress=progress,
-                          desc="vit-mnist")
-    seconds = time.perf_counter() - start
-    test_accuracy = accuracy(model, test_x, test_y)
-    processor = ImageProcessor(size={"height": o.image_size, "width": o.image_size}, image_mean=[MNIST_MEAN],
-                               image_std=[MNIST_STD])
+    train_set, test_set, processor = classification_sets(data, o.max_shift)
+    spec = ModelSpec("vit", {
+        "image_size": o.image_size, "patch_size": o.patch_size, "num_channels": 1, "d_model": o.d_model,
+        "n_layers": o.n_layers, "n_heads": o.n_heads, "d_ff": o.d_ff, "dropout": o.dropout,
+        "attention": _attention_config(o.attention), "id2label": dict(DIGIT_LABELS),
+    })
+    steps = max(1, int(round(o.epochs * max(1, len(train_set) // o.batch_size))))
+    tokens = (o.image_size // o.patch_size) ** 2 + 1  # patches and the class token
+    with _RunFolder(out) as run_dir:
+        config = _train_config(o, steps, len(test_set), tokens, run_dir, progress)
+        result, history = _run(spec, train_set, test_set, len(DIGIT_LABELS), config, o.time_budget_s)
+    model = result.model
     metrics = {
-        "recipe": "vit-mnist", "test_accuracy": test_accuracy, "train_seconds": round(seconds, 1),
-        "steps": history[-1][0] + 1 if history else 0, "train_digits": len(train_y), "test_digits": len(test_y),
-        "source": data.source, "threads": torch.get_num_threads(),
+        "recipe": "vit-mnist", "test_accuracy": result.metrics["val_accuracy"], "test_loss": result.final_val_loss,
+        "train_seconds": round(result.seconds, 1), "steps": result.steps, "train_digits": len(train_set),
+        "test_digits": len(test_set), "source": data.source, "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "options": {k: v for k, v in asdict(o).items() if k != "attention"},
         "attention": AttentionSpec.coerce(o.attention).name,
@@ -241,7 +191,7 @@ def train_vit_mnist(options: ViTMnistOptions | None = None, out: str | Path | No
         model.save_pretrained(out)
         processor.save_pretrained(out)
         _write_metrics(out, metrics)
-    return ViTMnistResult(model, processor, test_accuracy, seconds, metrics["steps"], history, metrics)
+    return ViTMnistResult(model, processor, metrics["test_accuracy"], result.seconds, result.steps, history, metrics)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,67 +250,36 @@ class IGPTMnistResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def digits_to_tokens(processor: Any, images: np.ndarray) -> Tensor:
-    """uint8 digits (N, 28, 28) -> (N, H·W) palette tokens through the saved processor's own steps."""
-    return torch.from_numpy(np.concatenate([processor(list(images[i:i + 512]), return_tensors="np")["input_ids"]
-                                            for i in range(0, len(images), 512)]))
-
-
-@torch.no_grad()
-def bits_per_dim(model: Any, tokens: Tensor, batch_size: int = 100) -> float:
-    """Mean negative log2-likelihood per pixel of whole images (B, N)."""
-    total = 0.0
-    for start in range(0, len(tokens), batch_size):
-        chunk = tokens[start:start + batch_size]
-        total += float(model.image_nll(chunk)) * len(chunk)
-    return total / max(1, len(tokens)) / math.log(2)
-
-
 def train_igpt_mnist(options: IGPTMnistOptions | None = None, out: str | Path | None = None, *,
                      data: MNIST | None = None, progress: bool = True) -> IGPTMnistResult:
-    """Train an iGPT on MNIST digits; measure test bits/dim; draw completions; save to ``out``."""
-    from polyformer.models.igpt import ImageGPTConfig, ImageGPTForCausalImageModeling
+    """Train an iGPT on MNIST digits on the trainer; measure test bits/dim; draw completions; save to ``out``."""
     from polyformer.pipelines.image_completion import ImageCompletionPipeline, completion_grid
-    from polyformer.processors import ImageGPTProcessor, fit_palette
 
     o = options or IGPTMnistOptions()
     if o.threads:
         torch.set_num_threads(o.threads)
-    torch.manual_seed(o.seed)
     data = (data or load_mnist(o.source)).subset(o.train_limit, o.test_limit, seed=o.seed)
-    size = {"height": o.image_size, "width": o.image_size}
-    # The palette: k-means over grey levels of (resized, normalised) training pixels.
-    plain = ImageGPTProcessor(size=size, do_color_quantize=False, image_mean=[MNIST_MEAN], image_std=[MNIST_STD])
-    sample = plain(list(data.train_images[:500]), return_tensors="np")["pixel_values"]
-    clusters = fit_palette(sample[:, :1].reshape(-1, 1).repeat(3, axis=1), o.n_colors, seed=o.seed, grayscale=True)
-    processor = ImageGPTProcessor(size=size, clusters=clusters, image_mean=[MNIST_MEAN], image_std=[MNIST_STD])
-    train_tokens = digits_to_tokens(processor, data.train_images)
-    test_tokens = digits_to_tokens(processor, data.test_images)
+    train_set, test_set, processor = pixel_sets(data, o.image_size, o.n_colors, o.seed)
     n_pixels = o.image_size * o.image_size
-    config = ImageGPTConfig(vocab_size=o.n_colors + 1, n_positions=n_pixels, d_model=o.d_model, n_layers=o.n_layers,
-                            n_heads=o.n_heads, d_ff=o.d_ff, dropout=o.dropout, attention=o.attention)
-    model = ImageGPTForCausalImageModeling(config)
-    generator = torch.Generator().manual_seed(o.seed)
-
-    def loss_of_step(step: int) -> Tensor:
-        index = torch.randint(0, len(train_tokens), (o.batch_size,), generator=generator)
-        return model.image_nll(train_tokens[index])
-
-    start = time.perf_counter()
-    history = train_steps(model, loss_of_step, o.steps, lr=o.lr, warmup=min(o.warmup_steps, o.steps // 5 + 1),
-                          weight_decay=o.weight_decay, time_budget_s=o.time_budget_s, progress=progress,
-                          desc="igpt-mnist")
-    seconds = time.perf_counter() - start
-    test_bpd = bits_per_dim(model, test_tokens)
+    spec = ModelSpec("igpt", {
+        "n_positions": n_pixels, "d_model": o.d_model, "n_layers": o.n_layers, "n_heads": o.n_heads,
+        "d_ff": o.d_ff, "dropout": o.dropout, "attention": _attention_config(o.attention),
+    })
+    with _RunFolder(out) as run_dir:
+        config = _train_config(o, o.steps, len(test_set), n_pixels, run_dir, progress)
+        # vocabulary: the palette colours and the start-of-image token
+        result, history = _run(spec, train_set, test_set, o.n_colors + 1, config, o.time_budget_s)
+    model = result.model
+    test_bpd = result.final_val_loss / math.log(2)  # nats per pixel -> bits per dimension
     completer = ImageCompletionPipeline(model, processor, num_samples=o.grid_samples, temperature=o.temperature,
                                         seed=o.seed)
     grid_images = [data.test_images[i] for i in range(min(o.grid_digits, len(data.test_images)))]
     grid = completion_grid(completer(grid_images), scale=max(1, 56 // o.image_size)) if grid_images else None
     metrics = {
-        "recipe": "igpt-mnist", "test_bits_per_dim": test_bpd, "train_seconds": round(seconds, 1),
-        "steps": history[-1][0] + 1 if history else 0, "train_digits": len(train_tokens),
-        "test_digits": len(test_tokens), "source": data.source, "threads": torch.get_num_threads(),
-        "palette": [round(float(c), 4) for c in clusters[:, 0]],
+        "recipe": "igpt-mnist", "test_bits_per_dim": test_bpd, "train_seconds": round(result.seconds, 1),
+        "steps": result.steps, "train_digits": len(train_set), "test_digits": len(test_set), "source": data.source,
+        "threads": torch.get_num_threads(),
+        "palette": [round(float(c), 4) for c in processor.clusters[:, 0]],
         "uniform_bits_per_dim": math.log2(o.n_colors),
         "parameters": sum(p.numel() for p in model.parameters()),
         "options": {k: v for k, v in asdict(o).items() if k != "attention"},
@@ -373,4 +292,4 @@ def train_igpt_mnist(options: IGPTMnistOptions | None = None, out: str | Path | 
         _write_metrics(out, metrics)
         if grid is not None:
             grid.save(out / "completions.png")
-    return IGPTMnistResult(model, processor, test_bpd, seconds, metrics["steps"], grid, history, metrics)
+    return IGPTMnistResult(model, processor, test_bpd, result.seconds, result.steps, grid, history, metrics)

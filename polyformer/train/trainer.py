@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,14 @@ from torch import nn
 from polyformer.errors import CheckpointError, ConfigError, DataError
 from polyformer.files import atomic_write_text
 from polyformer.train import distributed as D
-from polyformer.train.batches import WindowSampler, eval_windows, read_windows
 from polyformer.train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
 from polyformer.train.config import TrainConfig, resume_mismatches
 from polyformer.train.metrics import MetricsLog
-from polyformer.train.models import ModelSpec, build_model
+from polyformer.train.models import ModelSpec, build_model, tokens_per_example
 from polyformer.train.optim import build_optimizer
 from polyformer.train.rng import capture_rng, restore_rng
 from polyformer.train.schedule import learning_rate
+from polyformer.train.tasks import Task, finish_sums, make_task
 
 
 @dataclass
@@ -44,6 +44,8 @@ class TrainResult:
     final_val_loss: float
     resumed_from: int  # step of the checkpoint the run resumed from (0: started fresh)
     seconds: float  # wall time of the whole run, summed over resumptions
+    metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation (val_loss, val_accuracy ...)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained model (set by :func:`train`)
 
 
 def seed_everything(seed: int) -> None:
@@ -54,37 +56,47 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains ``model`` on random windows of ``train_tokens``; evaluates on fixed windows of ``val_tokens``.
+    """Trains ``model`` on ``train_data`` with its task; evaluates on fixed batches of ``val_data``.
 
-    Build the model after :func:`seed_everything` (``config.seed``) on every process, so all
-    processes start from the same weights; :func:`train` does both.
+    ``train_data`` / ``val_data`` are what the task reads: token arrays for ``next-token`` and
+    ``masked-lm``, :class:`~polyformer.train.examples.ExampleSet` for ``classification`` and
+    ``next-pixel``. ``task`` defaults to the task of ``model_spec``'s family (``next-token``
+    without a spec). Build the model after :func:`seed_everything` (``config.seed``) on every
+    process, so all processes start from the same weights; :func:`train` does both.
     """
 
-    def __init__(self, model: nn.Module, train_tokens: np.ndarray, val_tokens: np.ndarray, config: TrainConfig,
+    def __init__(self, model: nn.Module, train_data: Any, val_data: Any, config: TrainConfig,
                  model_spec: ModelSpec | None = None, dist_info: D.DistInfo | None = None,
-                 run_info: dict[str, Any] | None = None) -> None:
+                 run_info: dict[str, Any] | None = None, task: Task | None = None) -> None:
         self.config = config
         self.model = model
         self.spec = model_spec
         self.dist = dist_info or D.DistInfo()
         self.run_info = dict(run_info or {})
-        self.train_tokens = train_tokens
-        self.val_tokens = val_tokens
+        self.task = task if task is not None else _default_task(model_spec)
+        self.train_data = train_data
+        self.val_data = val_data
         self.out_dir = Path(config.out_dir)
         self.checkpoints = self.out_dir / "checkpoints"
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.dist.is_main)
-        self.sampler = WindowSampler(train_tokens, config.seq_len, config.batch_size, config.grad_accum,
-                                     config.seed, self.dist.rank, self.dist.world_size)
-        self.eval_starts = eval_windows(len(val_tokens), config.seq_len, config.eval_tokens)
+        self.sampler = self.task.sampler(train_data, config, self.dist.rank, self.dist.world_size)
         self.optimizer = build_optimizer(model, config)
-        self.tokens_per_step = config.tokens_per_step(self.dist.world_size)
+        per_example = self.task.tokens_per_example(train_data, config)
+        if per_example is None and model_spec is not None:
+            per_example = tokens_per_example(model_spec, model)
+        self.tokens_per_example = int(per_example or 1)
+        self.tokens_per_step = (config.batch_size * config.grad_accum * self.dist.world_size
+                                * self.tokens_per_example)
+        self.last_eval: dict[str, float] = {}
 
     # ----- public ------------------------------------------------------------------------------
-    def fit(self, resume: bool = True, stop_after: int | None = None) -> TrainResult:
+    def fit(self, resume: bool = True, stop_after: int | None = None,
+            time_budget_s: float | None = None) -> TrainResult:
         """Train to ``total_steps``, resuming from the newest good checkpoint when ``resume``.
 
         ``stop_after`` ends this session early after that step, with a checkpoint there (a time
-        slice of a longer run; running ``fit`` again continues it exactly).
+        slice of a longer run; running ``fit`` again continues it exactly). ``time_budget_s``
+        does the same after the first step that ends past that many seconds of this session.
         """
         config = self.config
         # Each process continues its own stream for dropout; batches do not use these generators.
@@ -101,6 +113,7 @@ class Trainer:
         val_loss = math.nan
         began = time.perf_counter() - elapsed
         bar = _progress(config, start, self.dist.is_main)
+        session = time.perf_counter()
         try:
             last = config.total_steps if stop_after is None else min(config.total_steps, stop_after)
             for step in range(start, last):
@@ -108,14 +121,21 @@ class Trainer:
                 done = step + 1
                 record.update(step=done, tokens=done * self.tokens_per_step, elapsed=time.perf_counter() - began)
                 self.metrics.write({"kind": "train", **record})
+                # Every process decides together (rank 0's clock) whether the budget is spent.
+                out_of_time = time_budget_s is not None and bool(D.broadcast_object(
+                    time.perf_counter() - session > time_budget_s, self.dist))
                 if _due(done, config.eval_interval, config.total_steps):
                     val_loss = self.evaluate()
                     self.metrics.write({"kind": "eval", "step": done, "tokens": done * self.tokens_per_step,
-                                        "val_loss": val_loss})
-                if _due(done, config.checkpoint_interval, config.total_steps) or done == stop_after:
+                                        **self.last_eval})
+                if (_due(done, config.checkpoint_interval, config.total_steps) or done == stop_after
+                        or out_of_time):
                     self._save(done, time.perf_counter() - began)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{val_loss:.4f}", refresh=False)
+                if out_of_time:
+                    last = done
+                    break
         finally:
             bar.close()
             self.metrics.close()
@@ -123,24 +143,28 @@ class Trainer:
             val_loss = self.evaluate()
         steps = max(start, last)
         return TrainResult(self.out_dir, steps, steps * self.tokens_per_step, val_loss, start,
-                           time.perf_counter() - began)
+                           time.perf_counter() - began, dict(self.last_eval))
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean next-token loss over the fixed validation windows (shared out among processes)."""
+        """The task's mean validation loss over the fixed validation batches (shared out among
+        processes); :attr:`last_eval` also holds the task's other metrics (``val_accuracy`` ...)."""
         was_training = self.model.training
         self.model.eval()
-        mine = self.eval_starts[self.dist.rank :: self.dist.world_size]
-        total = torch.zeros(2, dtype=torch.float64)  # (sum of window losses, window count)
-        for first in range(0, len(mine), self.config.batch_size):
-            starts = mine[first : first + self.config.batch_size]
-            ids = read_windows(self.val_tokens, starts, self.config.seq_len)
+        # (loss sum, count, correct, batches that counted correct answers): the same on every rank
+        total = torch.zeros(4, dtype=torch.float64)
+        for batch in self.task.eval_batches(self.val_data, self.config, self.dist.rank, self.dist.world_size):
             with self._autocast():
-                loss = self.model(input_ids=ids, labels=ids).loss
-            total += torch.tensor([float(loss) * len(starts), len(starts)], dtype=torch.float64)
+                sums = self.task.eval_sums(self.model, batch)
+            total += torch.tensor([sums["loss"], sums["count"], sums.get("correct", 0.0), "correct" in sums],
+                                  dtype=torch.float64)
         total = D.all_reduce_sum(total, self.dist)
         self.model.train(was_training)
-        return float(total[0] / total[1])
+        sums = {"loss": float(total[0]), "count": float(total[1])}
+        if total[3] > 0:
+            sums["correct"] = float(total[2])
+        self.last_eval = finish_sums(sums)
+        return self.last_eval["val_loss"]
 
     # ----- one step ----------------------------------------------------------------------------
     def _train_step(self, model: nn.Module, step: int) -> dict[str, float]:
@@ -155,7 +179,7 @@ class Trainer:
             sync = micro == config.grad_accum - 1 or not self.dist.enabled
             with (contextlib.nullcontext() if sync else model.no_sync()):
                 with self._autocast():
-                    loss = model(**batch).loss
+                    loss = self.task.loss(model, batch)
                 if not torch.isfinite(loss):
                     raise DataError(f"the training loss became {float(loss)} at step {step + 1}; "
                                     "lower lr or enable clipping (clip > 0)")
@@ -230,14 +254,25 @@ def _progress(config: TrainConfig, start: int, enabled: bool):
                 desc=f"train {Path(config.out_dir).name}", unit="step", dynamic_ncols=True, leave=False)
 
 
-def train(spec: ModelSpec, train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int, config: TrainConfig,
+def _default_task(spec: ModelSpec | None, vocab_size: int | None = None) -> Task:
+    if spec is None:
+        return make_task("next-token")
+    return make_task(spec.task_name, spec.task_options, vocab_size)
+
+
+def train(spec: ModelSpec, train_data: Any, val_data: Any, vocab_size: int | None, config: TrainConfig,
           dist_info: D.DistInfo | None = None, resume: bool = True,
-          run_info: dict[str, Any] | None = None) -> TrainResult:
-    """Build the model of ``spec`` from ``config.seed`` and train it (resuming when possible)."""
+          run_info: dict[str, Any] | None = None, time_budget_s: float | None = None) -> TrainResult:
+    """Build the model of ``spec`` from ``config.seed`` and train it on its family's task
+    (resuming when possible). ``vocab_size``: the size the data decides (vocabulary or classes).
+    The trained model is :attr:`TrainResult.model`."""
     seed_everything(config.seed)
     model = build_model(spec, vocab_size)
-    trainer = Trainer(model, train_tokens, val_tokens, config, spec, dist_info, run_info)
-    return trainer.fit(resume=resume)
+    trainer = Trainer(model, train_data, val_data, config, spec, dist_info, run_info,
+                      task=_default_task(spec, vocab_size))
+    result = trainer.fit(resume=resume, time_budget_s=time_budget_s)
+    result.model = model
+    return result
 
 
 def resume_point(out_dir: str | Path, config: TrainConfig, spec: ModelSpec | None, world_size: int,

@@ -1,0 +1,99 @@
+"""The registered model families: one :func:`register_family` each.
+
+Each entry says how to build the family's model from a config dict (plus the size the data
+decides), which task it trains on, how a sweep's ladder size maps to its config, and how its
+parameters split into embeddings and the rest. A new family (CLIP, wav2vec 2.0, ...) adds one
+entry here; a family whose model file is not in this installation is skipped, not an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from polyformer.errors import ConfigError
+from polyformer.train.models import Family, count_by_prefix, register_family
+
+
+def _make(config_class: type, model_class: type, values: dict[str, Any], family: str) -> nn.Module:
+    try:
+        return model_class(config_class(**values))
+    except TypeError as error:
+        raise ConfigError(f"model config for {family!r}: {error}") from None
+
+
+# ----- GPT: causal language model on a token stream --------------------------------------------------
+def _build_gpt(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
+    from polyformer.models.gpt import GPTConfig, GPTLMHeadModel
+
+    values = dict(config) if vocab_size is None else {**config, "vocab_size": vocab_size}
+    return _make(GPTConfig, GPTLMHeadModel, values, "gpt")
+
+
+register_family(Family(
+    name="gpt", build=_build_gpt, task="next-token",
+    description="GPT-2 / GPT-Neo / GPT-J causal language model (next-token on a prepared token folder)",
+    # A position table exactly as long as the training sequences.
+    sweep_config=lambda plan: {"n_positions": plan.seq_len},
+))
+
+
+# ----- iGPT: next pixel of palette-quantised images -------------------------------------------------
+def _build_igpt(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
+    from polyformer.models.igpt import ImageGPTConfig, ImageGPTForCausalImageModeling
+
+    values = dict(config) if vocab_size is None else {**config, "vocab_size": vocab_size}
+    return _make(ImageGPTConfig, ImageGPTForCausalImageModeling, values, "igpt")
+
+
+register_family(Family(
+    name="igpt", build=_build_igpt, task="next-pixel",
+    description="Image GPT: next pixel of palette-quantised images (data: mnist)",
+    count=lambda model: count_by_prefix(model, ("transformer.wte.", "transformer.wpe.")),
+    tokens_per_example=lambda model: model.config.n_positions,  # one token per pixel
+))
+
+
+# ----- ViT: image classification -----------------------------------------------------------------------
+def _build_vit(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
+    from polyformer.models.vit import ViTConfig, ViTForImageClassification
+
+    values = dict(config)
+    if vocab_size is not None and "id2label" not in values:
+        values.setdefault("num_labels", vocab_size)
+    return _make(ViTConfig, ViTForImageClassification, values, "vit")
+
+
+register_family(Family(
+    name="vit", build=_build_vit, task="classification",
+    description="Vision Transformer image classifier (data: mnist)",
+    # ViT's MLP is 4x wide (Dosovitskiy et al.'s ratio) on every rung of a sweep.
+    size_config=lambda n_layers, d_model, n_heads: {"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads,
+                                                    "d_ff": 4 * d_model},
+    # Patch projection, class token and position table play the part of a text model's embeddings.
+    count=lambda model: count_by_prefix(model, ("vit.embeddings.",)),
+    tokens_per_example=lambda model: model.config.num_patches + 1,  # patches and the class token
+))
+
+
+# ----- BERT: masked language model (registered when its model file is in this installation) ---------
+def _register_bert() -> None:
+    try:
+        from polyformer.models import bert
+    except ImportError:
+        return
+    model_class = getattr(bert, "BertForMaskedLM", None)
+    config_class = getattr(bert, "BertConfig", None)
+    if model_class is None or config_class is None:
+        return
+
+    def build(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
+        values = dict(config) if vocab_size is None else {**config, "vocab_size": vocab_size}
+        return _make(config_class, model_class, values, "bert")
+
+    register_family(Family(name="bert", build=build, task="masked-lm",
+                           description="BERT with its masked-LM head (needs task_options mask_token_id)"))
+
+
+_register_bert()
