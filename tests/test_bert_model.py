@@ -29,6 +29,7 @@ def test_config_json_round_trip_with_hf_names():
     assert BertConfig.from_hf(hf) == config
     assert "polyformer" not in BertConfig(**SMALL).to_hf()  # dense needs no entry
     assert BertConfig.from_hf({"model_type": "bert"}) == BertConfig()  # absent keys: Hugging Face's defaults
+    assert BertConfig.from_hf({"model_type": "bert", "pad_token_id": None}).pad_token_id is None  # null: no padding
 
 
 def test_weight_init_follows_hugging_face():

@@ -20,7 +20,6 @@ Families built on BERT (LayoutLM's 2-D boxes, TAPAS's table token types) subclas
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
@@ -29,14 +28,13 @@ from torch import Tensor, nn
 
 from polyformer.attention import AttentionSpec
 from polyformer.convert.keymap import KeyMap
-from polyformer.errors import CheckpointError, ConfigError, ShapeError
+from polyformer.errors import CheckpointError, ShapeError
 from polyformer.layers import LayerNorm, LearnedPositions, TokenEmbedding
 from polyformer.models import register_model
-from polyformer.models._labels import labels_to_hf, parse_id2label, resolve_labels
-from polyformer.models.base import POLYFORMER_KEY, PretrainedModel
+from polyformer.models.base import FamilyConfig, PretrainedModel, init_weights
 from polyformer.models.bert_convert import bert_key_map
 from polyformer.models.heads import (
-    PROBLEM_TYPES, MaskedLMHead, Pooler, SpanHead, classification_loss, span_loss, token_cross_entropy,
+    MaskedLMHead, Pooler, SpanHead, classification_loss, span_loss, token_cross_entropy,
 )
 from polyformer.models.outputs import (
     BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
@@ -55,7 +53,7 @@ __all__ = [
 # Configuration
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class BertConfig:
+class BertConfig(FamilyConfig):
     """Sizes and switches of a BERT; a plain dataclass whose defaults are ``bert-base``'s.
 
     Embeddings: ``vocab_size``, ``max_position_embeddings``, ``type_vocab_size`` (segments),
@@ -68,8 +66,18 @@ class BertConfig:
     ``dropout``), ``tie_word_embeddings`` (the masked-LM decoder is the word-embedding matrix).
     """
 
-    #: the ``model_type`` of config.json; families that reuse this config set their own
-    model_type: ClassVar[str] = "bert"
+    model_types: ClassVar[tuple[str, ...]] = ("bert",)
+    #: our field -> Hugging Face config.json key: the one place where the two spellings meet
+    hf_names: ClassVar[dict[str, str]] = {
+        "vocab_size": "vocab_size", "d_model": "hidden_size", "n_layers": "num_hidden_layers",
+        "n_heads": "num_attention_heads", "d_ff": "intermediate_size", "activation": "hidden_act",
+        "norm_eps": "layer_norm_eps", "dropout": "hidden_dropout_prob",
+        "attention_dropout": "attention_probs_dropout_prob", "max_position_embeddings": "max_position_embeddings",
+        "type_vocab_size": "type_vocab_size", "pad_token_id": "pad_token_id",
+        "position_embedding_type": "position_embedding_type", "initializer_range": "initializer_range",
+        "classifier_dropout": "classifier_dropout", "tie_word_embeddings": "tie_word_embeddings",
+    }
+    has_labels: ClassVar[bool] = True
 
     vocab_size: int = 30522
     d_model: int = 768
@@ -94,9 +102,16 @@ class BertConfig:
 
     def __post_init__(self) -> None:
         self.attention = AttentionSpec.coerce(self.attention)
-        self.id2label = resolve_labels(self.num_labels, self.id2label, "BertConfig")
-        self.num_labels = len(self.id2label)
-        self._validate()
+        self.resolve_label_fields()
+        self.check_positive("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_position_embeddings",
+                            "type_vocab_size")
+        require(self.position_embedding_type == "absolute",
+                f"BertConfig.position_embedding_type {self.position_embedding_type!r} is not supported: polyformer's "
+                "BERT has learned absolute positions only; use a checkpoint with 'absolute' positions")
+        require(self.pad_token_id is None or 0 <= self.pad_token_id < self.vocab_size,
+                f"BertConfig.pad_token_id must be null or in [0, vocab_size={self.vocab_size}), got {self.pad_token_id!r}")
+        require(self.classifier_dropout is None or 0 <= self.classifier_dropout < 1,
+                f"BertConfig.classifier_dropout must be null or in [0, 1), got {self.classifier_dropout!r}")
         self.transformer_config()  # checks activation, mechanism name and options now
 
     def transformer_config(self) -> TransformerConfig:
@@ -107,65 +122,13 @@ class BertConfig:
             attention=self.attention, dropout=self.dropout,
         )
 
-    def with_attention(self, attention: AttentionSpec | str | dict) -> "BertConfig":
-        """A copy whose every layer uses ``attention`` (e.g. ``"longformer"`` for long documents)."""
-        return dataclasses.replace(self, attention=AttentionSpec.coerce(attention))
-
-    def _validate(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_position_embeddings",
-                     "type_vocab_size"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                    f"BertConfig.{name} must be a positive integer, got {value!r}")
-        require(self.position_embedding_type == "absolute",
-                f"BertConfig.position_embedding_type {self.position_embedding_type!r} is not supported: polyformer's "
-                "BERT has learned absolute positions only; use a checkpoint with 'absolute' positions")
-        require(self.pad_token_id is None or 0 <= self.pad_token_id < self.vocab_size,
-                f"BertConfig.pad_token_id must be null or in [0, vocab_size={self.vocab_size}), got {self.pad_token_id!r}")
-        require(self.problem_type is None or self.problem_type in PROBLEM_TYPES,
-                f"BertConfig.problem_type must be null or one of {', '.join(PROBLEM_TYPES)}, got {self.problem_type!r}")
-        require(self.classifier_dropout is None or 0 <= self.classifier_dropout < 1,
-                f"BertConfig.classifier_dropout must be null or in [0, 1), got {self.classifier_dropout!r}")
-
-    # -- Hugging Face config.json -------------------------------------------------------------------
     @classmethod
-    def from_hf(cls, raw: dict[str, Any], where: str = "config.json") -> "BertConfig":
-        """The config of a Hugging Face ``config.json`` (absent keys take Hugging Face's defaults)."""
-        if raw.get("model_type") != cls.model_type:
-            raise CheckpointError(f"{where}: model_type {raw.get('model_type')!r} is not {cls.model_type!r}")
+    def extra_from_hf(cls, raw: dict[str, Any], where: str) -> dict[str, Any]:
         for flag in ("is_decoder", "add_cross_attention"):
             if raw.get(flag):
                 raise CheckpointError(f"{where}: {flag}=true (a BERT decoder) is not supported; only encoders load")
-        own = raw.get(POLYFORMER_KEY) or {}
-        kwargs = {ours: raw[hf] for hf, ours in _HF_FIELDS if hf in raw}
-        try:
-            return cls(**kwargs, attention=own.get("attention") or AttentionSpec(),
-                       num_labels=None if raw.get("id2label") else raw.get("num_labels"),
-                       id2label=parse_id2label(raw, where))
-        except ConfigError as error:
-            raise CheckpointError(f"{where}: {error}") from None
-
-    def to_hf(self, architecture: str = "BertModel") -> dict[str, Any]:
-        """A Hugging Face ``config.json`` (a non-dense mechanism is kept under ``"polyformer"``)."""
-        out: dict[str, Any] = {"model_type": self.model_type, "architectures": [architecture]}
-        out.update({hf: getattr(self, ours) for hf, ours in _HF_FIELDS})
-        out.update(labels_to_hf(self.id2label or {}))
-        if self.attention != AttentionSpec():
-            out[POLYFORMER_KEY] = {"attention": {"name": self.attention.name, "options": dict(self.attention.options)}}
-        return out
-
-
-#: (Hugging Face config.json key, our field): the one place where the two spellings meet
-_HF_FIELDS = (
-    ("vocab_size", "vocab_size"), ("hidden_size", "d_model"), ("num_hidden_layers", "n_layers"),
-    ("num_attention_heads", "n_heads"), ("intermediate_size", "d_ff"), ("hidden_act", "activation"),
-    ("layer_norm_eps", "norm_eps"), ("hidden_dropout_prob", "dropout"),
-    ("attention_probs_dropout_prob", "attention_dropout"), ("max_position_embeddings", "max_position_embeddings"),
-    ("type_vocab_size", "type_vocab_size"), ("pad_token_id", "pad_token_id"),
-    ("position_embedding_type", "position_embedding_type"), ("initializer_range", "initializer_range"),
-    ("problem_type", "problem_type"), ("classifier_dropout", "classifier_dropout"),
-    ("tie_word_embeddings", "tie_word_embeddings"),
-)
+        # An explicit null means "no padding token", which the table would read as absent (0).
+        return {"pad_token_id": raw["pad_token_id"]} if "pad_token_id" in raw else {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,19 +205,12 @@ class BertEmbeddings(nn.Module):
 # Models
 # ------------------------------------------------------------------------------------------------
 def init_bert_weights(model: nn.Module, std: float) -> None:
-    """Hugging Face's BERT initialisation: N(0, std) weights and tables, zero biases, unit norms."""
+    """Hugging Face's BERT initialisation: the shared N(0, std) one, then the padding vector and the
+    masked-LM bias at zero."""
+    init_weights(model, std)
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-            if getattr(module, "padding_idx", None) is not None:
-                nn.init.zeros_(module.weight[module.padding_idx])  # type: ignore[index]
-        elif isinstance(module, LearnedPositions):
-            nn.init.normal_(module.weight, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
         elif isinstance(module, MaskedLMHead):
             nn.init.zeros_(module.bias)
 
