@@ -236,3 +236,28 @@ def test_hidden_states_and_attentions_of_every_layer_match(tmp_path, architectur
     assert got.attentions[0][1, :, :, -4:].abs().max() == 0  # padding gets no attention
     assert plain.hidden_states is None and plain.attentions is None
     assert len(plain.to_tuple()) == len(got.to_tuple()) - 2  # HF's tuple view: the asked-for fields added
+
+
+@pytest.mark.parametrize("architecture", ["BertForMaskedLM", "BertForSequenceClassification"])
+def test_live_state_dict_of_transformers_loads_too(tmp_path, architecture):
+    """A state dict taken from a live transformers 5 model (tied copies included) and saved by hand."""
+    hf = _save_hf(tmp_path, architecture)
+    live = hf.state_dict()
+    if architecture == "BertForMaskedLM":
+        assert "cls.predictions.decoder.weight" in live and "cls.predictions.decoder.bias" in live
+    save_state_dict(live, tmp_path / "model.safetensors")
+    ours = polyformer.from_pretrained(tmp_path)
+    inputs = _inputs()
+    with torch.no_grad():
+        _assert_same(ours(**inputs), hf(**inputs), FIELDS[architecture])
+
+
+def test_pooler_can_be_left_out_when_loading(tmp_path):
+    hf = _save_hf(tmp_path, "BertModel")
+    ours = bert.BertModel.from_pretrained(tmp_path, add_pooling_layer=False)
+    assert ours.pooler is None
+    inputs = _inputs()
+    with torch.no_grad():
+        _assert_same(ours(**inputs), hf(**inputs), ("last_hidden_state",))
+    ours.save_pretrained(tmp_path / "no-pooler")
+    assert not any("pooler" in k for k in load_state_dict(tmp_path / "no-pooler")[0])
