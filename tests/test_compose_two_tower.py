@@ -75,7 +75,7 @@ def test_logit_scale_is_clamped_at_100_in_the_forward_and_in_place():
     unclamped = _model(max_logit_scale=None)
     with torch.no_grad():
         unclamped.logit_scale.fill_(math.log(400.0))
-    assert float(unclamped.scale()) == pytest.approx(400.0)
+    assert unclamped.scale().item() == pytest.approx(400.0)
 
 
 def test_loss_gradient_reaches_both_towers_and_the_temperature():
