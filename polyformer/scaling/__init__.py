@@ -30,7 +30,8 @@ from polyformer.scaling.extrapolate import (
     holdout_largest,
     predict_loss,
 )
-from polyformer.scaling.fit import FitOptions, fit_law
+from polyformer.scaling.fit import fit_law
+from polyformer.scaling.fit_options import FitOptions
 from polyformer.scaling.laws import (
     ChinchillaLaw,
     KaplanCurveLaw,

@@ -16,9 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from polyformer.options import require
-from polyformer.scaling.fit import COMPETING, FitOptions, prepare
+from polyformer.scaling.fit_options import COMPETING, FitOptions
 from polyformer.scaling.lbfgs import minimize_batched
-from polyformer.scaling.objective import HuberObjective
+from polyformer.scaling.objective import HuberObjective, log_data
 from polyformer.scaling.parallel import map_threads
 from polyformer.scaling.result import BootstrapResult, ScalingFit
 from polyformer.scaling.runs import Runs
@@ -47,7 +47,7 @@ def bootstrap_fit(
     options = options or FitOptions(delta=fit.delta)
     started = time.perf_counter()
     law = fit.law
-    logx, log_loss = prepare(law, runs)
+    logx, log_loss = log_data(law, runs)
     best_f = fit.local_minima[0][0]
     competing = [theta for f, theta in fit.local_minima if f <= COMPETING * best_f][:_MAX_STARTS]
     starts = torch.tensor(competing, dtype=torch.float64)

@@ -10,7 +10,8 @@ import numpy as np
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.options import require
-from polyformer.scaling.fit import FitOptions, as_runs, fit_law, resolve_law
+from polyformer.scaling.fit import as_runs, fit_law, resolve_law
+from polyformer.scaling.fit_options import FitOptions
 from polyformer.scaling.laws import PowerLaw, ScalingLaw
 from polyformer.scaling.planning import compute_optimal
 from polyformer.scaling.result import HoldoutReport, ScalingFit

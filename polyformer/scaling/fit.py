@@ -17,51 +17,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 
 from polyformer.errors import ConfigError, DataError
-from polyformer.options import require
-from polyformer.scaling.diagnostics import data_warnings, fit_warnings, goodness_of_fit, law_inputs
+from polyformer.scaling.bootstrap import bootstrap_fit
+from polyformer.scaling.diagnostics import data_warnings, fit_warnings, goodness_of_fit
+from polyformer.scaling.fit_options import COMPETING, FitOptions
 from polyformer.scaling.laws import ScalingLaw, grid_bounds, make_law, theta_grid
 from polyformer.scaling.lbfgs import BatchedResult, minimize_batched
 from polyformer.scaling.newton import newton_polish
-from polyformer.scaling.objective import HuberObjective
-from polyformer.scaling.parallel import default_workers, map_threads, shards
+from polyformer.scaling.objective import HuberObjective, log_data
+from polyformer.scaling.parallel import map_threads, shards
 from polyformer.scaling.result import ScalingFit
 from polyformer.scaling.runs import Runs, runs_from_frame
-
-
-COMPETING = 1.25  # a local minimum competes with the best if its objective is within this factor
-
-
-@dataclass
-class FitOptions:
-    """How a law is fitted. Defaults follow Hoffmann et al. / Besiroglu et al."""
-
-    delta: float = 1e-3  # Huber threshold on log-loss residuals
-    grid: Mapping[str, Sequence[float]] | None = None  # initial values per theta name (None: law's default)
-    gtol: float = 1e-6  # batched phase: stop when max|grad| <= gtol * delta * n
-    polish_gtol: float = 1e-9  # final polish tolerance, same scale
-    polish: int = 5  # distinct best local minima kept; those within COMPETING of the best are polished
-    max_iter: int = 1000  # batched L-BFGS iterations per start
-    history: int = 10  # L-BFGS memory
-    progress: bool = False  # show a progress bar
-    workers: int | None = None  # CPU threads (None: torch.get_num_threads()); see polyformer.scaling.parallel
-
-    def __post_init__(self) -> None:
-        require(self.delta > 0 and math.isfinite(self.delta), f"delta must be a positive number, got {self.delta}")
-        require(self.gtol > 0 and self.polish_gtol > 0, "gtol and polish_gtol must be positive")
-        require(self.polish >= 1, f"polish must be at least 1, got {self.polish}")
-        require(self.max_iter >= 1 and self.history >= 1, "max_iter and history must be at least 1")
-        require(self.workers is None or self.workers >= 1, f"workers must be at least 1, got {self.workers}")
-
-    @property
-    def n_workers(self) -> int:
-        return self.workers if self.workers is not None else default_workers()
 
 
 def as_runs(data: Runs | Any) -> Runs:
@@ -76,19 +46,6 @@ def resolve_law(law: ScalingLaw | str, **context: Any) -> ScalingLaw:
     if context:
         raise ConfigError("law options are only accepted with a law name; pass them to the law instead")
     return law
-
-
-def prepare(law: ScalingLaw, runs: Runs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """log variables (n,) and log loss (n,) as float64 tensors; checks there are enough runs."""
-    inputs = law_inputs(law, runs)
-    n_params = len(law.theta_names)
-    if len(runs) <= n_params:
-        raise DataError(
-            f"the {law.name!r} law has {n_params} parameters but only {len(runs)} runs were given; "
-            f"give at least {n_params + 1} (ideally {3 * n_params} or more)"
-        )
-    logx = {v: torch.from_numpy(np.log(x)) for v, x in inputs.items()}
-    return logx, torch.from_numpy(np.log(runs.values("loss")))
 
 
 def distinct_minima(x: torch.Tensor, f: torch.Tensor, limit: int, tol: float = 1e-3) -> list[int]:
@@ -124,7 +81,7 @@ def fit_law(
     options = options or FitOptions()
     runs = as_runs(data)
     law = resolve_law(law, **law_context)
-    logx, log_loss = prepare(law, runs)
+    logx, log_loss = log_data(law, runs)
     objective = HuberObjective(law, logx, log_loss, delta=options.delta)
     scale = options.delta * len(runs)
 
@@ -176,7 +133,5 @@ def fit_law(
         seconds=time.perf_counter() - started,
     )
     if bootstrap:
-        from polyformer.scaling.bootstrap import bootstrap_fit
-
         result = bootstrap_fit(result, runs, n=bootstrap, seed=seed, level=level, options=options)
     return result

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 
-from polyformer.errors import ConfigError
+from polyformer.errors import ConfigError, DataError
+from polyformer.scaling.diagnostics import law_inputs
 from polyformer.scaling.laws.base import ScalingLaw
+from polyformer.scaling.runs import Runs
 
 _BLOCK = 128  # starts evaluated together in the closed-form path
 
@@ -24,6 +27,22 @@ def huber(residual: torch.Tensor, delta: float) -> torch.Tensor:
     """0.5 r^2 where |r| <= delta, delta (|r| - delta/2) elsewhere (same as torch's huber_loss)."""
     clipped = residual.clamp(-delta, delta)  # the derivative of the Huber loss
     return clipped * (residual - 0.5 * clipped)
+
+
+def log_data(law: ScalingLaw, runs: Runs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The objective's data: log of the law's variables (n,) and log loss (n,), float64.
+
+    Refuses too few runs: a law with P parameters fitted to P or fewer points is not determined.
+    """
+    inputs = law_inputs(law, runs)
+    n_params = len(law.theta_names)
+    if len(runs) <= n_params:
+        raise DataError(
+            f"the {law.name!r} law has {n_params} parameters but only {len(runs)} runs were given; "
+            f"give at least {n_params + 1} (ideally {3 * n_params} or more)"
+        )
+    logx = {v: torch.from_numpy(np.log(x)) for v, x in inputs.items()}
+    return logx, torch.from_numpy(np.log(runs.values("loss")))
 
 
 class HuberObjective:

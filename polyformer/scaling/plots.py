@@ -10,7 +10,7 @@ import numpy as np
 from polyformer.files import save_figure
 from polyformer.scaling.approaches import AllocationFit, IsoflopProfile
 from polyformer.scaling.diagnostics import log_residuals
-from polyformer.scaling.planning import compute_optimal
+from polyformer.scaling.planning import allocation_exponents, compute_optimal
 from polyformer.scaling.result import ScalingFit
 from polyformer.scaling.runs import FLOPS_PER_PARAM_TOKEN, Runs
 
@@ -123,8 +123,6 @@ def _n_d_panels(axes: Sequence[Any], runs: Runs, fit: ScalingFit, profiles: list
 
 
 def law_exponent(fit: ScalingFit, which: int) -> float:
-    from polyformer.scaling.planning import allocation_exponents
-
     exponents = allocation_exponents(fit.law)
     return float("nan") if exponents is None else exponents[which]
 

@@ -11,8 +11,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from polyformer.errors import ConfigError, DataError
+from polyformer.files import atomic_write_text
 from polyformer.scaling.diagnostics import Goodness
 from polyformer.scaling.laws import ScalingLaw, law_from_dict
+from polyformer.scaling.planning import allocation_exponents
 
 
 @dataclass
@@ -114,8 +116,6 @@ class ScalingFit:
 
     def to_dict(self, with_samples: bool = True) -> dict[str, Any]:
         """JSON form: the law's keys at top level (``law``, parameters), then the report."""
-        from polyformer.scaling.planning import allocation_exponents
-
         out: dict[str, Any] = self.law.to_dict()
         out["formula"] = self.law.formula
         exponents = allocation_exponents(self.law)
@@ -177,8 +177,6 @@ class ScalingFit:
 
     def save(self, path: str | Path) -> None:
         """Write the full JSON (with bootstrap samples) atomically."""
-        from polyformer.files import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
