@@ -7,6 +7,7 @@ from polyformer.layers.activations import ACTIVATIONS, GELU, QuickGELU, build_ac
 from polyformer.layers.attention import CrossAttention, CrossAttentionCache, MultiHeadAttention
 from polyformer.layers.drop_path import DropPath, drop_path, drop_path_rates
 from polyformer.layers.embeddings import TokenEmbedding
+from polyformer.layers.factorised_attention import FactorisedAttention
 from polyformer.layers.mlp import MLP, MLP_KINDS, GatedMLP, build_mlp
 from polyformer.layers.norms import NORMS, LayerNorm, RMSNorm, build_norm
 from polyformer.layers.position_resize import resize_positions_1d, resize_positions_2d
@@ -22,6 +23,7 @@ __all__ = [
     "CrossAttention",
     "CrossAttentionCache",
     "DropPath",
+    "FactorisedAttention",
     "GatedMLP",
     "LayerNorm",
     "LearnedPositions",
