@@ -46,3 +46,24 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert main(["train", "lm", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r2"), "--model", "nope"]) == 2
     assert "unknown model family 'nope'" in capsys.readouterr().err
+
+
+def test_a_gpt_run_ends_with_a_folder_the_text_generation_pipeline_takes(tmp_path, capsys):
+    from polyformer import pipeline
+    from polyformer.data.corpus import Document
+    from polyformer.data.prepare import PrepareOptions, prepare_corpus
+
+    text = [Document("a", "the quick brown fox jumps over the lazy dog. " * 40),
+            Document("b", "a second document about dogs and foxes. " * 40)]
+    prepare_corpus(text, tmp_path / "data", PrepareOptions(vocab_size=300), corpus="toy")
+    config = '{"d_model": 16, "n_heads": 2, "n_layers": 1}'
+    assert main(["train", "lm", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--model-config",
+                 config, "--total-steps", "4", "--warmup-steps", "1", "--batch-size", "2", "--seq-len", "16",
+                 "--eval-tokens", "64", "--no-progress"]) == 0
+    folder = tmp_path / "run" / "model"
+    assert f"model folder (for pipeline): {folder}" in capsys.readouterr().out
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in folder.iterdir()}
+    assert json.loads((folder / "config.json").read_text())["n_positions"] == 16  # the training length
+    out = pipeline("text-generation", model=folder)("the quick", max_new_tokens=3, do_sample=False)
+    assert out[0]["generated_text"].startswith("the quick")

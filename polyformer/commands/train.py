@@ -4,7 +4,8 @@
 under torchrun. Every field of :class:`~polyformer.train.TrainConfig` is an option
 (``--total-steps``, ``--lr``, ``--bf16`` ...); ``--nproc 2`` runs data-parallel over two
 processes (DDP, gloo). A run that was stopped is resumed from its newest good checkpoint by
-running the same command again. Other modules add their recipes to the same group
+running the same command again. A GPT run ends with ``<out>/model``: config.json,
+model.safetensors and the tokenizer files, which ``pipeline("text-generation", model=...)`` takes. Other modules add their recipes to the same group
 (``polyformer train vit-mnist`` ...).
 """
 
@@ -44,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", type=Path, required=True, help="prepared folder (train.bin, val.bin)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics.jsonl)")
-    parser.add_argument("--model", default="gpt", help="model family: gpt (default) or module:function")
+    parser.add_argument("--model", default="gpt", help="model family of a token task: gpt (default), bert "
+                        "(when installed) or package.module:function")
     parser.add_argument("--model-config", default="{}",
                         help='model config as JSON or @file.json, e.g. \'{"n_layers": 4, "d_model": 128, "n_heads": 4}\'')
     parser.add_argument("--config", type=Path, default=None, help="training config JSON (fields below override it)")
@@ -89,15 +91,15 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from polyformer.train import distributed
     from polyformer.train.launch import Launch, run_launch
-    from polyformer.train.models import ModelSpec
+    from polyformer.train.models import ModelSpec, config_defaults
     from polyformer.train.trainer import resume_point
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
     train = config_from_args(args)
     model_config = _json_argument(args.model_config, "--model-config")
-    if args.model == "gpt":
-        model_config.setdefault("n_positions", train.seq_len)  # a position table as long as the sequences
+    for name, value in config_defaults(args.model, train.seq_len).items():
+        model_config.setdefault(name, value)  # e.g. GPT: a position table as long as the sequences
     launch = Launch(
         data=str(args.data),
         model=ModelSpec(args.model, model_config),
@@ -119,4 +121,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_launch(launch)
     print(f"final validation loss {result.final_val_loss:.4f} after {result.steps} steps ({result.tokens:,} tokens) "
           f"in {result.seconds:.1f} s; run folder {result.out_dir}")
+    from polyformer.train.export import MODEL_FOLDER
+
+    if (result.out_dir / MODEL_FOLDER / "config.json").is_file():
+        print(f"model folder (for pipeline): {result.out_dir / MODEL_FOLDER}")
     return 0

@@ -3,7 +3,7 @@
 Each entry says how to build the family's model from a config dict (plus the size the data
 decides), which task it trains on, how a sweep's ladder size maps to its config, and how its
 parameters split into embeddings and the rest. A new family (CLIP, wav2vec 2.0, ...) adds one
-entry here; a family whose model file is not in this installation is skipped, not an error.
+entry here.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ register_family(Family(
     name="gpt", build=_build_gpt, task="next-token",
     description="GPT-2 / GPT-Neo / GPT-J causal language model (next-token on a prepared token folder)",
     # A position table exactly as long as the training sequences.
-    sweep_config=lambda plan: {"n_positions": plan.seq_len},
+    seq_len_config=lambda seq_len: {"n_positions": seq_len},
 ))
 
 
@@ -77,23 +77,18 @@ register_family(Family(
 ))
 
 
-# ----- BERT: masked language model (registered when its model file is in this installation) ---------
-def _register_bert() -> None:
-    try:
-        from polyformer.models import bert
-    except ImportError:
-        return
-    model_class = getattr(bert, "BertForMaskedLM", None)
-    config_class = getattr(bert, "BertConfig", None)
-    if model_class is None or config_class is None:
-        return
+# ----- BERT: masked language model on a token stream ------------------------------------------------
+def _build_bert(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
+    from polyformer.models.bert import BertConfig, BertForMaskedLM
 
-    def build(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
-        values = dict(config) if vocab_size is None else {**config, "vocab_size": vocab_size}
-        return _make(config_class, model_class, values, "bert")
-
-    register_family(Family(name="bert", build=build, task="masked-lm",
-                           description="BERT with its masked-LM head (needs task_options mask_token_id)"))
+    values = dict(config) if vocab_size is None else {**config, "vocab_size": vocab_size}
+    return _make(BertConfig, BertForMaskedLM, values, "bert")
 
 
-_register_bert()
+register_family(Family(
+    name="bert", build=_build_bert, task="masked-lm",
+    description="BERT with its masked-LM head (task_options: mask_token_id, the tokenizer's [MASK])",
+    seq_len_config=lambda seq_len: {"max_position_embeddings": seq_len},
+    # word, position and token-type tables (and their norm) are the embeddings
+    count=lambda model: count_by_prefix(model, ("bert.embeddings.",)),
+))

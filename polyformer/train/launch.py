@@ -1,7 +1,9 @@
 """A training job as one JSON file, so that every torchrun worker reads the same description.
 
 ``polyformer train lm`` writes ``<out_dir>/launch.json`` and either runs it in-process or starts
-``torchrun -m polyformer.train <out_dir>/launch.json`` with one process per rank.
+``torchrun -m polyformer.train <out_dir>/launch.json`` with one process per rank. When the model
+writes Hugging Face folders (the GPT family does), the run ends with ``<out_dir>/model``: the
+trained weights, ``config.json`` and the data's tokenizer files, ready for ``pipeline``.
 """
 
 from __future__ import annotations
@@ -55,12 +57,18 @@ def run_launch(launch: Launch):
     """Run the job in this process (one rank of a torchrun job, or alone)."""
     from polyformer.data.prepare import open_dataset
     from polyformer.train import distributed as D
+    from polyformer.train.export import MODEL_FOLDER, can_export, export_model, token_folder_tokenizer
     from polyformer.train.trainer import train
 
     dataset = open_dataset(launch.data)
     info = D.init_distributed()
     try:
-        return train(launch.model, dataset.train.tokens, dataset.val.tokens, dataset.vocab_size, launch.train,
-                     dist_info=info, resume=launch.resume, run_info={"data": launch.data})
+        result = train(launch.model, dataset.train.tokens, dataset.val.tokens, dataset.vocab_size, launch.train,
+                       dist_info=info, resume=launch.resume, run_info={"data": launch.data})
+        if info.is_main and can_export(result.model) and dataset.tokenizer_path.is_file():
+            # the run ends with a folder that pipeline("text-generation", model=...) takes as it is
+            export_model(result.model, Path(launch.train.out_dir) / MODEL_FOLDER,
+                         token_folder_tokenizer(launch.data))
+        return result
     finally:
         D.shutdown(info)

@@ -84,8 +84,8 @@ class Family:
     count: Callable[[nn.Module], tuple[int, int]] | None = None
     #: tokens one example stands for (None: the data or the task says)
     tokens_per_example: Callable[[nn.Module], int] | None = None
-    #: config fields a sweep adds from the plan (e.g. GPT's context length = seq_len)
-    sweep_config: Callable[[Any], dict[str, Any]] | None = None
+    #: config fields the training sequence length decides (GPT: a position table of seq_len)
+    seq_len_config: Callable[[int], dict[str, Any]] | None = None
 
     def config_for_size(self, n_layers: int, d_model: int, n_heads: int) -> dict[str, Any]:
         if self.size_config is not None:
@@ -115,6 +115,12 @@ def family_of(name: str) -> Family:
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"model factory {name!r} cannot be imported ({error})") from None
     return Family(name=name, build=factory, task="next-token", description="user code")
+
+
+def config_defaults(family: str, seq_len: int) -> dict[str, Any]:
+    """Config fields that training with sequences of ``seq_len`` tokens implies for ``family``."""
+    entry = FAMILIES.get(family)
+    return {} if entry is None or entry.seq_len_config is None else dict(entry.seq_len_config(seq_len))
 
 
 def build_model(spec: ModelSpec, vocab_size: int | None) -> nn.Module:

@@ -17,16 +17,14 @@ trainer. It supplies
 
 Registered tasks (one :func:`register_task` each):
 
-===============  =====================================================  ====================
-``next-token``   random windows of a token stream; the model's own       GPT, any causal LM
-                 shifted loss (``model(input_ids, labels=input_ids)``)
-``next-pixel``   whole images as palette tokens: the start token and      iGPT
-                 all but the last pixel in, every pixel predicted
-``classification``  examples and integer labels; cross-entropy of         ViT, ``*ForSequence-
-                 ``logits``; evaluation reports accuracy too             Classification``
-``masked-lm``    windows of a token stream, 15% chosen and 80/10/10      BERT
-                 corrupted (:mod:`polyformer.train.masking`)
-===============  =====================================================  ====================
+* ``next-token`` — random windows of a token stream; the model's own shifted loss
+  (``model(input_ids, labels=input_ids)``). GPT, any causal LM.
+* ``next-pixel`` — whole images as palette tokens: the start token and all but the last pixel
+  in, every pixel predicted. iGPT.
+* ``classification`` — examples and integer labels; cross-entropy of ``logits``; evaluation
+  reports accuracy too. ViT, any ``*ForSequenceClassification``.
+* ``masked-lm`` — windows of a token stream, 15% chosen and 80/10/10 corrupted
+  (:mod:`polyformer.train.masking`); cross-entropy of ``logits`` at the chosen positions. BERT.
 
 Adding a task (CTC for wav2vec 2.0, the contrastive loss of CLIP) is one class with these five
 methods and one ``register_task("ctc")`` — the trainer, checkpoints, DDP and sweeps are unchanged.
@@ -140,6 +138,7 @@ class NextTokenTask(_TokenStreamTask):
         # The model's own loss: GPT computes it in chunks without forming (B, T, V) logits.
         return model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
 
+    @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
         count = len(batch["input_ids"])
         return {"loss": float(self.loss(model, batch)) * count, "count": count}
@@ -203,6 +202,7 @@ class MaskedLMTask(_TokenStreamTask):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                ignore_index=IGNORE_INDEX)
 
+    @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
         count = int((batch["labels"] != IGNORE_INDEX).sum())
         return {"loss": float(self.loss(model, batch)) * count, "count": count}
@@ -256,6 +256,7 @@ class ClassificationTask(_ExampleTask):
         logits = model(**_model_inputs(batch)).logits  # (B, C)
         return F.cross_entropy(logits.float(), batch["labels"].long())
 
+    @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
         logits = model(**_model_inputs(batch)).logits.float()
         labels = batch["labels"].long()
@@ -277,6 +278,7 @@ class NextPixelTask(_ExampleTask):
         logits = model(input_ids=batch["input_ids"]).logits  # (B, N, palette)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1).long())
 
+    @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
         count = len(batch["labels"])
         return {"loss": float(self.loss(model, batch)) * count, "count": count}
