@@ -35,8 +35,11 @@ from polyformer.layers import LearnedPositions, RMSNorm
 from polyformer.models._labels import check_head_rows, labels_to_hf, parse_id2label, resolve_labels
 from polyformer.models.heads import PROBLEM_TYPES
 from polyformer.options import require
+from polyformer.transformer import StackOutput
 
-__all__ = ["POLYFORMER_KEY", "FamilyConfig", "PretrainedModel", "init_weights", "write_hf_folder"]
+__all__ = [
+    "POLYFORMER_KEY", "FamilyConfig", "PretrainedModel", "final_normed_states", "init_weights", "write_hf_folder",
+]
 
 #: config.json key under which polyformer keeps its own settings (Hugging Face ignores it)
 POLYFORMER_KEY = "polyformer"
@@ -218,6 +221,13 @@ def init_weights(model: nn.Module, std: float, *, truncated: bool = False, resid
                 nn.init.zeros_(module.bias)
 
 
+def final_normed_states(out: StackOutput) -> tuple[Tensor, ...] | None:
+    """GPT-2's ``hidden_states``: the last entry is the final norm's output, not the last block's."""
+    if out.hidden_states is None:
+        return None
+    return out.hidden_states[:-1] + (out.last_hidden_state,)
+
+
 def write_hf_folder(path: str | Path, hf_config: dict[str, Any], hf_state: dict[str, Tensor]) -> Path:
     """``config.json`` + ``model.safetensors`` in ``path``, each written atomically."""
     path = Path(path)
@@ -298,19 +308,25 @@ class PretrainedModel(nn.Module):
         hf_state, source = load_state_dict(path)
         options = {**cls.build_options(hf_state), **options}
         model = cls(config, **options)
-        state, unexpected = cls.key_map(config, **options).to_ours(hf_state)
-        for ours, source in cls.tied_weights.items():
-            # Hugging Face leaves a tied weight out of the file; it is the weight it is tied to.
-            if ours not in state and source in state and model.is_tied(ours, source):
-                state[ours] = state[source]
-        if cls.head_weight is not None and cls.head_weight in state:
-            # A label map that does not fit the head is named as such, not as a mis-shaped weight.
-            check_head_rows(state[cls.head_weight].shape[0], config.id2label, cls.head_weight, str(source))
-        check_state_dict(model, state, unexpected, str(source))
-        model.load_state_dict(state, strict=True)
+        model.load_hf_state_dict(hf_state, str(source), **options)
         if dtype is not None:
             model = model.to(dtype)
         return model.eval()
+
+    def load_hf_state_dict(self, hf_state: dict[str, Tensor], source: str = "the state dict", **options: Any) -> None:
+        """Load Hugging Face-named weights (e.g. a live ``transformers`` model's ``state_dict()``),
+        strictly: every missing, unexpected or mis-shaped weight is named, as is a label map that
+        does not fit the head. ``options`` are the key map's (those the model was built with)."""
+        state, unexpected = self.key_map(self.config, **options).to_ours(hf_state)
+        for ours, tied_to in self.tied_weights.items():
+            # Hugging Face leaves a tied weight out of the file; it is the weight it is tied to.
+            if ours not in state and tied_to in state and self.is_tied(ours, tied_to):
+                state[ours] = state[tied_to]
+        if self.head_weight is not None and self.head_weight in state:
+            # A label map that does not fit the head is named as such, not as a mis-shaped weight.
+            check_head_rows(state[self.head_weight].shape[0], self.config.id2label, self.head_weight, source)
+        check_state_dict(self, state, unexpected, source)
+        self.load_state_dict(state, strict=True)
 
     # -- saving ----------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, processor: Any = None) -> Path:

@@ -42,12 +42,13 @@ from polyformer.errors import ConfigError, ShapeError
 from polyformer.layers import LearnedPositions, TokenEmbedding
 from polyformer.layers.linear_cross_entropy import linear_cross_entropy
 from polyformer.models import register_model
-from polyformer.models.base import FamilyConfig, PretrainedModel, init_weights
+from polyformer.models.base import FamilyConfig, PretrainedModel, final_normed_states, init_weights
+from polyformer.models.outputs import CausalLMOutput, LazyLogitsCausalLMOutput
 from polyformer.models.gpt_convert import gpt_key_map
 from polyformer.options import require
 from polyformer.transformer import Decoder, LayerCache, TransformerConfig, cache_length
 
-__all__ = ["CausalLMOutput", "GPTConfig", "GPTLMHeadModel", "VARIANTS"]
+__all__ = ["GPTConfig", "GPTLMHeadModel", "VARIANTS"]
 
 VARIANTS = ("gpt2", "gpt_neo", "gptj")
 LAYER_KINDS = ("global", "local")
@@ -171,7 +172,7 @@ class GPTConfig(FamilyConfig):
             norm_eps=self.norm_eps, activation=self.activation, parallel_residual=gptj,
             qkv_bias=self.variant == "gpt2", out_bias=not gptj,
             attention=self.attention, layer_attention=local,
-            attention_scale=self.layer_scales()[0],
+            attention_scale=self.layer_scales(),
             rotary={"dim": self.rotary_dim, "interleaved": True} if gptj else None,
             dropout=self.dropout,
         )
@@ -262,38 +263,6 @@ def _expand_attention_types(types: Any) -> list[str] | None:
 # ------------------------------------------------------------------------------------------------
 # Model
 # ------------------------------------------------------------------------------------------------
-class CausalLMOutput:
-    """``logits`` (B, T, V); ``loss`` (mean next-token cross-entropy) when labels were given.
-
-    When the loss was computed by the chunked head+loss kernel, the logits were never formed; they
-    are computed from the final hidden states on first access (with gradients if autograd is on
-    at that moment).
-    """
-
-    def __init__(
-        self,
-        logits: Tensor | None = None,
-        loss: Tensor | None = None,
-        caches: list[LayerCache] | None = None,
-        *,
-        hidden_states: Tensor | None = None,
-        head: nn.Module | None = None,
-    ) -> None:
-        self._logits, self.loss, self.caches = logits, loss, caches
-        self._hidden_states, self._head = hidden_states, head
-
-    @property
-    def logits(self) -> Tensor:
-        if self._logits is None:
-            self._logits = self._head(self._hidden_states)  # type: ignore[misc]
-            self._hidden_states = self._head = None
-        return self._logits
-
-    def __repr__(self) -> str:
-        logits = "not formed yet" if self._logits is None else tuple(self._logits.shape)
-        return f"CausalLMOutput(logits={logits}, loss={self.loss})"
-
-
 class GPTLMHeadModel(PretrainedModel):
     """Token (+ position) embeddings, a causal :class:`~polyformer.transformer.Decoder`, an LM head.
 
@@ -312,8 +281,6 @@ class GPTLMHeadModel(PretrainedModel):
         self.wpe = LearnedPositions(config.n_positions, config.d_model) if config.variant != "gptj" else None
         self.drop = nn.Dropout(config.dropout)
         self.decoder = Decoder(config.transformer_config())
-        for layer, scale in zip(self.decoder.layers, config.layer_scales()):
-            layer.attn.scale = scale  # GPT-2's scale_attn_by_inverse_layer_idx differs per layer
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.variant == "gptj")
         self.reset_parameters()
         if config.tie_word_embeddings:
@@ -350,6 +317,8 @@ class GPTLMHeadModel(PretrainedModel):
         labels: Tensor | None = None,
         caches: list[LayerCache] | None = None,
         logits_to_keep: int = 0,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> CausalLMOutput:
         """Next-token logits for ``input_ids`` (B, T).
 
@@ -358,6 +327,8 @@ class GPTLMHeadModel(PretrainedModel):
         ``labels`` (B, T) give ``loss``: labels are shifted inside (position t predicts t+1) and
         -100 is ignored. ``caches`` (from :meth:`new_caches`) make the call incremental.
         ``logits_to_keep`` > 0 computes logits for the last positions only (generation).
+        ``output_hidden_states`` / ``output_attentions`` as in Hugging Face (the last hidden state
+        is the one after the final norm, as GPT-2's).
         """
         if input_ids.dim() != 2:
             raise ShapeError(f"GPTLMHeadModel: input_ids must be (batch, length), got {tuple(input_ids.shape)}")
@@ -374,16 +345,19 @@ class GPTLMHeadModel(PretrainedModel):
         if self.wpe is not None:
             h = h + self.wpe(position_ids)
         h = self.drop(h)
-        h = self.decoder(h, key_padding_mask=attention_mask, position_ids=position_ids, caches=caches)
+        out = self.decoder.run(h, key_padding_mask=attention_mask, position_ids=position_ids, caches=caches,
+                               output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        h = out.last_hidden_state
+        extra = dict(caches=caches, hidden_states=final_normed_states(out), attentions=out.attentions)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         if labels is not None and not logits_to_keep:
             # head + loss in chunks: the (B, T, V) logits are formed only if someone asks for them
             loss = fused_next_token_loss(h, self.lm_head, labels)
-            return CausalLMOutput(loss=loss, caches=caches, hidden_states=h, head=self.lm_head)
+            return LazyLogitsCausalLMOutput(loss=loss, final_hidden=h, head=self.lm_head, **extra)
         logits = self.lm_head(h)  # (B, T, V)
         loss = None if labels is None else next_token_loss(logits, labels)
-        return CausalLMOutput(logits=logits, loss=loss, caches=caches)
+        return CausalLMOutput(loss=loss, logits=logits, **extra)
 
     # -- checkpoints ------------------------------------------------------------------------------
     @classmethod

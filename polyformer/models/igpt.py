@@ -34,12 +34,12 @@ from polyformer.errors import ConfigError, ShapeError
 from polyformer.generation import generate
 from polyformer.layers import LearnedPositions, TokenEmbedding
 from polyformer.models import register_model
-from polyformer.models.base import FamilyConfig, PretrainedModel, init_weights
+from polyformer.models.base import FamilyConfig, PretrainedModel, final_normed_states, init_weights
 from polyformer.models.heads import classification_loss
 from polyformer.models.igpt_convert import imagegpt_key_map
 from polyformer.models.outputs import CausalLMOutput, ImageClassifierOutput
 from polyformer.options import require
-from polyformer.transformer import Decoder, LayerCache, TransformerConfig, cache_length
+from polyformer.transformer import Decoder, LayerCache, StackOutput, TransformerConfig, cache_length
 
 __all__ = ["ImageGPTConfig", "ImageGPTForCausalImageModeling", "ImageGPTForImageClassification"]
 
@@ -116,7 +116,7 @@ class ImageGPTConfig(FamilyConfig):
         return TransformerConfig(
             d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff, norm="rmsnorm",
             norm_eps=self.norm_eps, activation=self.activation, attention=self.attention,
-            attention_scale=self.layer_scales()[0], dropout=self.dropout,
+            attention_scale=self.layer_scales(), dropout=self.dropout,
         )
 
     # -- Hugging Face config.json -------------------------------------------------------------------
@@ -143,13 +143,11 @@ class _ImageGPTBackbone(nn.Module):
         self.wpe = LearnedPositions(config.n_positions, config.d_model)
         self.drop = nn.Dropout(config.dropout)
         self.decoder = Decoder(config.transformer_config())
-        for layer, scale in zip(self.decoder.layers, config.layer_scales()):
-            layer.attn.scale = scale  # scale_attn_by_inverse_layer_idx differs per layer
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-        caches: list[LayerCache] | None = None,
-    ) -> Tensor:
+        caches: list[LayerCache] | None = None, output_hidden_states: bool = False, output_attentions: bool = False,
+    ) -> StackOutput:
         if input_ids.dim() != 2:
             raise ShapeError(f"ImageGPT: input_ids must be (batch, length), got {tuple(input_ids.shape)}")
         past, t = cache_length(caches), input_ids.shape[1]
@@ -161,7 +159,8 @@ class _ImageGPTBackbone(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=input_ids.device)[None]  # (1, T)
         h = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, d)
-        return self.decoder(h, key_padding_mask=attention_mask, position_ids=position_ids, caches=caches)
+        return self.decoder.run(h, key_padding_mask=attention_mask, position_ids=position_ids, caches=caches,
+                                output_hidden_states=output_hidden_states, output_attentions=output_attentions)
 
 
 class ImageGPTForCausalImageModeling(PretrainedModel):
@@ -193,20 +192,23 @@ class ImageGPTForCausalImageModeling(PretrainedModel):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
         labels: Tensor | None = None, caches: list[LayerCache] | None = None, logits_to_keep: int = 0,
+        output_hidden_states: bool = False, output_attentions: bool = False,
     ) -> CausalLMOutput:
         """Next-pixel scores for ``input_ids`` (B, T) (the start token, then pixels).
 
         ``labels`` (B, T) give Hugging Face's loss (position t predicts label t+1).
         ``caches`` make the call incremental; ``logits_to_keep`` > 0 scores only the last positions.
         """
-        h = self.transformer(input_ids, attention_mask, position_ids, caches)  # (B, T, d)
+        out = self.transformer(input_ids, attention_mask, position_ids, caches, output_hidden_states, output_attentions)
+        h = out.last_hidden_state  # (B, T, d)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         logits = self.lm_head(h)  # (B, T, n_clusters)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1))
-        return CausalLMOutput(loss=loss, logits=logits)
+        return CausalLMOutput(loss=loss, logits=logits, hidden_states=final_normed_states(out),
+                              attentions=out.attentions, caches=caches)
 
     # -- images as token sequences -----------------------------------------------------------------
     def with_start_token(self, pixels: Tensor) -> Tensor:
@@ -283,13 +285,16 @@ class ImageGPTForImageClassification(PretrainedModel):
         return imagegpt_key_map("score")
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+        output_hidden_states: bool = False, output_attentions: bool = False,
     ) -> ImageClassifierOutput:
         """Class scores for pixel tokens ``input_ids`` (B, N) (as the processor gives them)."""
-        h = self.transformer(input_ids, attention_mask)  # (B, N, d)
-        logits = self.score(h.mean(dim=1))  # (B, num_labels); every position, as Hugging Face pools
+        out = self.transformer(input_ids, attention_mask, output_hidden_states=output_hidden_states,
+                               output_attentions=output_attentions)
+        logits = self.score(out.last_hidden_state.mean(dim=1))  # (B, num_labels); every position, as HF pools
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
-        return ImageClassifierOutput(logits=logits, loss=loss)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=final_normed_states(out),
+                                     attentions=out.attentions)
 
 
 register_model(ImageGPTForCausalImageModeling)

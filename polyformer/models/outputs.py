@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-import torch
+import torch  # noqa: F401  (the doctest above uses it)
 from torch import Tensor
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "BaseModelOutputWithPooling",
     "CausalLMOutput",
     "ImageClassifierOutput",
+    "LazyLogitsCausalLMOutput",
     "MaskedLMOutput",
     "ModelOutput",
     "QuestionAnsweringModelOutput",
@@ -112,12 +113,39 @@ class QuestionAnsweringModelOutput(ModelOutput):
 
 @dataclass
 class CausalLMOutput(ModelOutput):
-    """``logits`` (B, T, vocab) of the next token; ``loss`` (shifted mean cross-entropy) with labels."""
+    """``logits`` (B, T, vocab) of the next token; ``loss`` (shifted mean cross-entropy) with labels;
+    ``caches``: the decoding state passed in, updated (polyformer's ``past_key_values``)."""
 
     loss: Tensor | None = None
     logits: Tensor = None  # type: ignore[assignment]
     hidden_states: Hidden = None
     attentions: Hidden = None
+    caches: Any = None
+
+
+class LazyLogitsCausalLMOutput(CausalLMOutput):
+    """A :class:`CausalLMOutput` whose logits were not formed (the loss came from a chunked
+    head + loss kernel): ``head(final_hidden)`` is computed on first access, with gradients if
+    autograd is on at that moment."""
+
+    def __init__(self, *, loss: Tensor, final_hidden: Tensor, head: Callable[[Tensor], Tensor], **fields: Any) -> None:
+        self._final_hidden, self._head = final_hidden, head
+        super().__init__(loss=loss, logits=None, **fields)  # type: ignore[arg-type]
+
+    @property  # type: ignore[override]
+    def logits(self) -> Tensor:
+        if self._logits is None and self._head is not None:
+            self._logits = self._head(self._final_hidden)
+            self._final_hidden = self._head = None  # type: ignore[assignment]
+        return self._logits
+
+    @logits.setter
+    def logits(self, value: Tensor | None) -> None:
+        self._logits = value
+
+    def __repr__(self) -> str:
+        formed = "not formed yet" if self._logits is None else tuple(self._logits.shape)
+        return f"CausalLMOutput(loss={self.loss}, logits={formed})"
 
 
 @dataclass

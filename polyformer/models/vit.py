@@ -34,7 +34,7 @@ from polyformer.models.heads import classification_loss
 from polyformer.models.outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from polyformer.models.vit_convert import vit_classifier_key_map, vit_model_key_map
 from polyformer.options import require
-from polyformer.transformer import Encoder, TransformerConfig
+from polyformer.transformer import Encoder, StackOutput, TransformerConfig
 
 __all__ = ["ViTConfig", "ViTEmbeddings", "ViTForImageClassification", "ViTModel"]
 
@@ -192,9 +192,10 @@ class _ViTBackbone(nn.Module):
         self.embeddings = ViTEmbeddings(config)
         self.encoder = Encoder(config.transformer_config())
 
-    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True) -> Tensor:
+    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> StackOutput:
         h = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, d)
-        return self.encoder(h)  # (B, N, d)
+        return self.encoder.run(h, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
 
 
 def init_vit_weights(model: nn.Module, std: float) -> None:
@@ -225,13 +226,15 @@ class ViTForImageClassification(PretrainedModel):
         init_vit_weights(self, config.initializer_range)
 
     def forward(
-        self, pixel_values: Tensor, labels: Tensor | None = None, interpolate_pos_encoding: bool = True
+        self, pixel_values: Tensor, labels: Tensor | None = None, interpolate_pos_encoding: bool = True,
+        output_hidden_states: bool = False, output_attentions: bool = False,
     ) -> ImageClassifierOutput:
         """Class scores for ``pixel_values`` (B, C, H, W); ``loss`` when ``labels`` are given."""
-        h = self.vit(pixel_values, interpolate_pos_encoding)  # (B, N, d)
-        logits = self.classifier(h[:, 0])  # (B, num_labels)
+        out = self.vit(pixel_values, interpolate_pos_encoding, output_hidden_states, output_attentions)
+        logits = self.classifier(out.last_hidden_state[:, 0])  # (B, num_labels)
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
-        return ImageClassifierOutput(logits=logits, loss=loss)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                     attentions=out.attentions)
 
     @classmethod
     def key_map(cls, config: ViTConfig) -> KeyMap:
@@ -255,11 +258,15 @@ class ViTModel(PretrainedModel):
         self.pooler = nn.Linear(config.d_model, config.d_model) if add_pooling_layer else None
         init_vit_weights(self, config.initializer_range)
 
-    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True) -> BaseModelOutputWithPooling:
+    def forward(self, pixel_values: Tensor, interpolate_pos_encoding: bool = True,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutputWithPooling:
         """Hidden states of every token, and ``tanh(pooler(class token))`` when there is a pooler."""
-        h = self.encoder(self.embeddings(pixel_values, interpolate_pos_encoding))  # (B, N, d)
+        out = self.encoder.run(self.embeddings(pixel_values, interpolate_pos_encoding),
+                               output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        h = out.last_hidden_state  # (B, N, d)
         pooled = torch.tanh(self.pooler(h[:, 0])) if self.pooler is not None else None  # (B, d)
-        return BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=pooled)
+        return BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=pooled, hidden_states=out.hidden_states,
+                                          attentions=out.attentions)
 
     @classmethod
     def key_map(cls, config: ViTConfig, add_pooling_layer: bool = True) -> KeyMap:
