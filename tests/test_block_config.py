@@ -70,7 +70,7 @@ class _ScaledResidual(nn.Module):
 def test_block_fn_builds_each_layer_with_its_index(stack, causal):
     config = TransformerConfig(d_model=D, n_heads=HEADS, n_layers=3, final_norm=False)
     model = stack(config, block_fn=_ScaledResidual)
-    assert [float(layer.weight[0]) for layer in model.layers] == [1.0, 2.0, 3.0]
+    assert [layer.weight[0].item() for layer in model.layers] == [1.0, 2.0, 3.0]
     x = torch.randn(1, 4, D)
     bias = [torch.zeros(1), None, torch.ones(1)]
     out = model.run(x, attention_bias=bias, output_hidden_states=True)
