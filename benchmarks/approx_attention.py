@@ -11,7 +11,7 @@ all threads, steadier on a busy machine); ``peak_mb`` is the growth of the proce
 resident memory over what it held once the inputs existed (outputs and, for "forward+backward",
 gradients included); ``dense_ms`` is PyTorch's fused ``scaled_dot_product_attention`` on the same
 inputs, measured in the same run where it takes reasonable time (n <= --dense-max-n). The last
-line is a summary that checks the issue's targets against this run.
+line is a summary that checks the speed and memory targets (:func:`check_targets`) against this run.
 
     python benchmarks/approx_attention.py                 # the targets (about 2 minutes)
     python benchmarks/approx_attention.py --suite scaling --plot runs/approx_scaling.png
@@ -22,8 +22,8 @@ the other thread is descheduled (the wall time then says little); ``cpu_ms`` and
 stay meaningful there, and ``OMP_WAIT_POLICY=PASSIVE`` stops idle threads from spinning.
 
 Public peers (reformer-pytorch, performer-pytorch, pytorch-fast-transformers) are not
-dependencies; :data:`PEER_MS` keeps their times as measured for the issue (same shapes, fp32,
-2 threads) and ``--peers`` measures them too when they are importable.
+dependencies; :data:`PEER_MS` keeps their times as measured once on the development machine (same
+shapes, fp32, 2 threads) and ``--peers`` measures them too when they are importable.
 """
 
 from __future__ import annotations
@@ -31,14 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-#: Times of public implementations measured for the issue (B=1, H=8, D=64, fp32, 2 threads).
+from polyformer.bench.measure import run_isolated, time_calls
+
+#: Times of public implementations, measured once on the development machine (B=1, H=8, D=64, fp32, 2 threads).
 PEER_MS = {
     "reformer-pytorch lsh forward n=65536": 20500.0,
     "performer-pytorch causal forward n=16384": 22500.0,
@@ -48,16 +47,6 @@ PEER_MS = {
 
 #: Options that make ``lsh`` comparable with reformer-pytorch's defaults.
 REFORMER_LIKE = {"bucket_size": 64, "n_hashes": 8}
-
-
-def _rss_bytes() -> int:
-    """Current resident set size (Linux)."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _attention_function(mechanism: str, options: dict[str, Any], head_dim: int):
@@ -111,7 +100,7 @@ def measure_case(
 ) -> dict[str, Any]:
     """Time and peak memory of one (mechanism, options, n, pass) case in *this* process.
 
-    Call it in a fresh process for an honest ``peak_mb`` (see :func:`run_isolated`).
+    Call it in a fresh process for an honest ``peak_mb`` (see :func:`measure_isolated`).
     ``shared_qk_tensor`` passes one tensor as queries and keys (Reformer's shared-QK setting).
     """
     import torch
@@ -128,12 +117,8 @@ def measure_case(
     v = torch.randn(shape, requires_grad=backward)
     grad = torch.randn(shape) if backward else None
     attend = _attention_function(mechanism, options, head_dim)
-    baseline = _rss_bytes()
 
-    cpu_times: list[float] = []
-
-    def once() -> float:
-        start, cpu_start = time.perf_counter(), time.process_time()
+    def once() -> None:
         if backward:
             out = attend(q, k, v, causal)
             out.backward(grad)
@@ -142,21 +127,20 @@ def measure_case(
         else:
             with torch.no_grad():
                 attend(q, k, v, causal)
-        cpu_times.append(time.process_time() - cpu_start)
-        return time.perf_counter() - start
 
-    timings = [once() for _ in range(max(1, repeats))]
+    # No untimed warm-up: the first call is reported on its own (``first_ms``), the fastest as ``ms``.
+    timings = time_calls(once, repeats=max(1, repeats), warmup=0, memory=True)
     return {
         "mechanism": mechanism,
         "options": options,
         "n": n,
         "pass": passes,
         "causal": causal,
-        "ms": round(1000 * min(timings), 2),
-        "first_ms": round(1000 * timings[0], 2),
+        "ms": round(1000 * timings.best, 2),
+        "first_ms": round(1000 * timings.first, 2),
         # CPU time of all threads: steadier than wall time on a shared machine.
-        "cpu_ms": round(1000 * min(cpu_times), 2),
-        "peak_mb": round(max(0, _peak_rss_bytes() - baseline) / 2**20, 1),
+        "cpu_ms": round(1000 * timings.cpu_best, 2),
+        "peak_mb": round(timings.peak_mb, 1),
         "batch": batch,
         "heads": heads,
         "head_dim": head_dim,
@@ -165,22 +149,11 @@ def measure_case(
     }
 
 
-def run_isolated(case: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
+def measure_isolated(case: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
     """:func:`measure_case` in a fresh Python process; an error becomes an ``error`` field."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(case.get("threads", 2)), MKL_NUM_THREADS=str(case.get("threads", 2)))
-    root = Path(__file__).resolve().parent.parent
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
-    try:
-        done = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--case", json.dumps(case)],
-            capture_output=True, text=True, timeout=timeout, env=env,
-        )
-    except subprocess.TimeoutExpired:
-        return {**case, "error": f"timed out after {timeout:.0f} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        return {**case, "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
-    return json.loads(lines[-1])
+    record = run_isolated(f"{Path(__file__).resolve()}:measure_case", case, threads=case.get("threads", 2),
+                          timeout=timeout)
+    return {**case, **record} if "error" in record else record
 
 
 def _case(mechanism, n, passes="forward", causal=False, options=None, **extra) -> dict[str, Any]:
@@ -244,8 +217,8 @@ def run_suite(cases: list[dict[str, Any]], dense_max_n: int, peers: bool, thread
     for case in tqdm(dense_cases + peer_cases + cases, desc="attention cases", file=sys.stderr):
         kwargs = {key: value for key, value in case.items() if key not in ("mechanism", "options", "n", "passes", "causal")}
         kwargs["threads"] = threads
-        record = run_isolated({"mechanism": case["mechanism"], "options": case["options"], "n": case["n"],
-                               "passes": case["passes"], "causal": case["causal"], **kwargs})
+        record = measure_isolated({"mechanism": case["mechanism"], "options": case["options"], "n": case["n"],
+                                   "passes": case["passes"], "causal": case["causal"], **kwargs})
         key = (case["n"], case["passes"], case["causal"])
         if case["mechanism"] == "dense" and "ms" in record:
             dense_ms[key] = record["ms"]
@@ -256,7 +229,7 @@ def run_suite(cases: list[dict[str, Any]], dense_max_n: int, peers: bool, thread
 
 
 def check_targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets, judged on this run's records (where present)."""
+    """The speed and memory targets against public peers and dense, judged on this run's records (where present)."""
 
     def find(mechanism, n, causal, **options):
         for r in records:
@@ -334,14 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", action="store_true", help="also measure reformer-pytorch / performer-pytorch if installed")
     parser.add_argument("--plot", type=Path, help="draw forward time against length to this PNG")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per case (default 2)")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, in this process
     args = parser.parse_args(argv)
-    if args.case:
-        case = json.loads(args.case)
-        print(json.dumps(measure_case(
-            case.pop("mechanism"), case.pop("options"), case.pop("n"), case.pop("passes"), case.pop("causal"), **case
-        )))
-        return 0
     suites = ["targets", "scaling", "training"] if args.suite == "all" else [args.suite]
     cases = [case for suite in suites for case in suite_cases(suite)]
     records = run_suite(cases, args.dense_max_n, args.peers, args.threads)

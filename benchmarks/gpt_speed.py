@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
 import torch
 from tqdm.auto import tqdm
 
+from polyformer.bench.measure import Timings, time_interleaved
 from polyformer.generation import generate
 from polyformer.models.gpt import GPTConfig, GPTLMHeadModel
 
-PEAK_GFLOPS = {"fp32": 190.0, "bf16": 420.0}  # this CPU, 2 cores (DESIGN.md; matmul measured ~290 fp32 when quiet)
+PEAK_GFLOPS = {"fp32": 190.0, "bf16": 420.0}  # the 2-core development CPU; fp32 matmul reaches ~290 when quiet
 
 
 def _hf():
@@ -50,9 +49,7 @@ def _pair(hf_config):
     transformers = _hf()
     hf = transformers.GPT2LMHeadModel(hf_config)
     ours = GPTLMHeadModel(GPTConfig.from_hf(hf_config.to_dict()))
-    state, unexpected = ours.key_map(ours.config).to_ours(hf.state_dict())
-    assert not unexpected, unexpected
-    ours.load_state_dict(ours.complete_state_dict(state), strict=True)
+    ours.load_hf_state_dict(hf.state_dict(), "transformers' GPT2LMHeadModel")
     return hf, ours
 
 
@@ -63,6 +60,16 @@ def _matmul_weights(model: GPTLMHeadModel) -> int:
 
 def _autocast(dtype: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def _speedups(hf: Timings, ours: Timings) -> dict[str, float]:
+    """Hugging Face's time over ours: fastest calls, medians, and fastest CPU times."""
+    return {
+        "speedup_best": round(hf.best / ours.best, 3),
+        "speedup_median": round(hf.median / ours.median, 3),
+        # CPU seconds of the process per call: less sensitive to other programs sharing the cores
+        "speedup_cpu_time_best": round(hf.cpu_best / ours.cpu_best, 3),
+    }
 
 
 def bench_train(args) -> dict:
@@ -84,24 +91,16 @@ def bench_train(args) -> dict:
 
     def step(name):
         model, optimiser = sides[name]
-        start, cpu = time.perf_counter(), time.process_time()
         with _autocast(args.dtype):
             loss = model(ids, labels=ids).loss
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         first_loss.setdefault(name, loss.item())
-        return time.perf_counter() - start, time.process_time() - cpu
 
-    times = {name: [] for name in sides}
-    cpu_times = {name: [] for name in sides}
-    for name in sides:  # warm-up
-        step(name)
-    for _ in tqdm(range(args.steps), desc="training steps (both sides)", disable=args.json):
-        for name in sides:
-            wall, cpu = step(name)
-            times[name].append(wall)
-            cpu_times[name].append(cpu)
+    with tqdm(total=args.steps, desc="training steps (both sides)", disable=args.json) as bar:
+        timings = time_interleaved({name: (lambda name=name: step(name)) for name in sides}, repeats=args.steps,
+                                   warmup=1, on_round=bar.update)
     tokens = args.batch * context
     flops_per_token = 6 * _matmul_weights(ours) + 6 * hf_config.n_layer * context * hf_config.n_embd
     peak = args.peak_gflops or PEAK_GFLOPS[args.dtype]
@@ -113,17 +112,13 @@ def bench_train(args) -> dict:
         "first_loss_difference": abs(first_loss["polyformer"] - first_loss["hf"]),
         "flops_per_token": flops_per_token, "peak_gflops": peak,
     }
-    for name, ts in times.items():
-        best, median = min(ts), statistics.median(ts)
+    for name, t in timings.items():
         result[name] = {
-            "step_s_best": round(best, 4), "step_s_median": round(median, 4),
-            "tokens_per_s_best": round(tokens / best, 1), "tokens_per_s_median": round(tokens / median, 1),
-            "mfu_best": round(flops_per_token * tokens / best / (peak * 1e9), 4),
+            "step_s_best": round(t.best, 4), "step_s_median": round(t.median, 4),
+            "tokens_per_s_best": round(tokens / t.best, 1), "tokens_per_s_median": round(tokens / t.median, 1),
+            "mfu_best": round(flops_per_token * tokens / t.best / (peak * 1e9), 4),
         }
-    result["speedup_best"] = round(min(times["hf"]) / min(times["polyformer"]), 3)
-    result["speedup_median"] = round(statistics.median(times["hf"]) / statistics.median(times["polyformer"]), 3)
-    # CPU seconds of the process per step: less sensitive to other programs sharing the cores
-    result["speedup_cpu_time_best"] = round(min(cpu_times["hf"]) / min(cpu_times["polyformer"]), 3)
+    result.update(_speedups(timings["hf"], timings["polyformer"]))
     return result
 
 
@@ -154,20 +149,14 @@ def bench_generate(args) -> dict:
     outputs = {}
 
     def run(name, count=new_tokens):
-        start, cpu = time.perf_counter(), time.process_time()
         with torch.inference_mode():
             outputs[name] = runners[name](count)
-        return time.perf_counter() - start, time.process_time() - cpu
 
-    times = {name: [] for name in runners}
-    cpu_times = {name: [] for name in runners}
     for name in runners:  # warm-up (a few tokens)
         run(name, 8)
-    for _ in tqdm(range(args.repeats), desc="generations (all variants)", disable=args.json):
-        for name in runners:
-            wall, cpu = run(name)
-            times[name].append(wall)
-            cpu_times[name].append(cpu)
+    with tqdm(total=args.repeats, desc="generations (all variants)", disable=args.json) as bar:
+        timings = time_interleaved({name: (lambda name=name: run(name)) for name in runners}, repeats=args.repeats,
+                                   warmup=0, on_round=bar.update)
     result = {
         "benchmark": "gpt2_generate", "threads": torch.get_num_threads(), "batch": 1, "prompt_tokens": 16,
         "new_tokens": new_tokens, "config": {"layers": hf_config.n_layer, "d": hf_config.n_embd,
@@ -175,17 +164,14 @@ def bench_generate(args) -> dict:
         "same_tokens": all(torch.equal(outputs["hf"], out) for out in outputs.values()),
         "hf_attention": hf.config._attn_implementation,
     }
-    for name, ts in times.items():
-        result[name] = {"s_best": round(min(ts), 3), "s_median": round(statistics.median(ts), 3),
-                        "tokens_per_s_best": round(new_tokens / min(ts), 2),
-                        "cpu_s_best": round(min(cpu_times[name]), 3)}
+    for name, t in timings.items():
+        result[name] = {"s_best": round(t.best, 3), "s_median": round(t.median, 3),
+                        "tokens_per_s_best": round(new_tokens / t.best, 2), "cpu_s_best": round(t.cpu_best, 3)}
 
     def ratio(slow, fast):
-        return round(min(times[slow]) / min(times[fast]), 3)
+        return round(timings[slow].best / timings[fast].best, 3)
 
-    result["speedup_best"] = ratio("hf", "polyformer")
-    result["speedup_median"] = round(statistics.median(times["hf"]) / statistics.median(times["polyformer"]), 3)
-    result["speedup_cpu_time_best"] = round(min(cpu_times["hf"]) / min(cpu_times["polyformer"]), 3)
+    result.update(_speedups(timings["hf"], timings["polyformer"]))
     if lookup:
         # the same exact-greedy technique on both sides, and polyformer's fast path against plain HF
         result["prompt_lookup_speedup_vs_hf_prompt_lookup"] = ratio("hf_prompt_lookup", "polyformer_prompt_lookup")

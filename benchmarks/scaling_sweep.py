@@ -9,7 +9,7 @@ Prepares the corpus first if needed (`polyformer data fetch shakespeare` + `data
 
 Prints one JSON object: every run (N, D, C, final validation loss, seconds), the law
 L(C) = E + (C0/C)^alpha fitted on all runs but the largest, and its relative error on the largest
-run (acceptance: |error| <= 3%); the same prediction by a pure power law L = (C0/C)^alpha (no
+run (target: |error| <= 3%); the same prediction by a pure power law L = (C0/C)^alpha (no
 irreducible loss, Kaplan et al.'s form); and a baseline from the same runs without any law, the
 second-largest run's loss carried forward.
 """
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from polyformer.bench.measure import stopwatch
     from polyformer.commands.scaling_sweep import plan_from_args
     from polyformer.scaling.fit import FitOptions, fit_law
     from polyformer.scaling.store import RunStore
@@ -58,10 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         ladder=args.ladder, sizes=None, tokens=None, tokens_per_param=None, lr=None, batch_size=None, seq_len=None,
         eval_tokens=None, evals_per_run=None, seed=None, family=None, attention=None))
     sweep = args.name or Path(args.ladder).stem
-    began = time.perf_counter()
-    result = run_sweep(plan, args.data, args.store, sweep=sweep, progress=args.progress,
-                       log=lambda line: print(line, file=sys.stderr, flush=True))
-    wall = time.perf_counter() - began
+    with stopwatch() as watch:
+        result = run_sweep(plan, args.data, args.store, sweep=sweep, progress=args.progress,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
 
     fit = fit_sweep(args.store, sweep=sweep)
     plot_sweep(args.store, args.plot, sweep=sweep, fit=fit)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "ladder": args.ladder,
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
-        "sweep_seconds_this_call": round(wall, 1),
+        "sweep_seconds_this_call": round(watch.wall, 1),
         # CPU time of this process (all threads): on a shared machine, closer to the dedicated-core time
         "cpu_seconds_this_call": round(time.process_time(), 1),
         "sweep_seconds_total": round(sum(r.seconds or 0.0 for r in runs), 1),

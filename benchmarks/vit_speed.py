@@ -1,8 +1,9 @@
 """ViT-B/16 forward throughput: polyformer against Hugging Face's ViTForImageClassification, same weights.
 
 One random ViT-B/16 (224×224, 1000 classes) is built by transformers, saved, and loaded by
-polyformer, so both models hold identical weights. Each mode runs both models alternately
-(``--rounds`` rounds of ``--repeats`` timed calls; the best call counts), batch 8, forward only:
+polyformer, so both models hold identical weights. Each mode runs both models alternately, call
+by call (``--rounds`` × ``--repeats`` timed calls each after one warm-up; the best call counts),
+batch 8, forward only:
 
 * ``fp32``: float32 weights and activations, eager;
 * ``bf16``: the same checkpoint loaded in bfloat16 (``from_pretrained(dtype=torch.bfloat16)``);
@@ -13,6 +14,7 @@ Prints one JSON record per mode (images/s, speedup over Hugging Face in the same
 Hugging Face's fp32 eager baseline, max |logit difference|) and a summary line.
 
     python benchmarks/vit_speed.py --threads 2
+    python benchmarks/vit_speed.py --small --repeats 1 --rounds 1   # a 2-layer model (smoke test)
 """
 
 from __future__ import annotations
@@ -20,21 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-
-def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    with torch.no_grad():
-        fn()  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return min(times)
+from polyformer.bench.measure import time_interleaved
 
 
 def build_pair(dtype: torch.dtype, folder: str) -> tuple[Any, Any]:
@@ -83,10 +75,9 @@ def main() -> None:
             run_hf, run_ours = (lambda: hf_c(x).logits), (lambda: ours_c(x).logits)
         with torch.no_grad():
             diff = (run_hf().float() - run_ours().float()).abs().max().item()
-        t_hf = t_ours = float("inf")
-        for _ in range(args.rounds):  # alternate, so load changes on a shared machine hit both
-            t_hf = min(t_hf, best_seconds(run_hf, args.repeats))
-            t_ours = min(t_ours, best_seconds(run_ours, args.repeats))
+        with torch.no_grad():  # alternate call by call, so load changes on a shared machine hit both
+            timings = time_interleaved({"hf": run_hf, "ours": run_ours}, repeats=args.rounds * args.repeats)
+        t_hf, t_ours = timings["hf"].best, timings["ours"].best
         if mode == "fp32":
             baseline = t_hf
         record = {

@@ -16,14 +16,13 @@ ratios) is built by :mod:`polyformer.bench.lra_table`.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from torch import nn
 from tqdm import tqdm
 
-from polyformer.bench.measure import run_isolated, time_and_memory
+from polyformer.bench.measure import run_isolated, time_calls
 
 #: The classifier of the table: Long Range Arena's text model (4 layers, d=256, 4 heads, MLP 1024).
 MODEL = {"d_model": 256, "n_heads": 4, "n_layers": 4, "d_ff": 1024}
@@ -141,23 +140,17 @@ def measure_training_step(
     ids, labels = marker_task(batch, n, generator=generator, cls=True)
 
     losses: list[float] = []
-    cpu_seconds: list[float] = []
 
     def step() -> None:
-        start = time.process_time()
         losses.append(train_step(classifier, optimizer, ids, labels))
-        cpu_seconds.append(time.process_time() - start)
 
-    for _ in range(max(0, warmup - 1)):  # time_and_memory runs one more untimed step itself
-        step()
-    timing = time_and_memory(step, repeats=steps, max_seconds=max_seconds)
-    timed_cpu = sorted(cpu_seconds[max(1, warmup) :])
+    timing = time_calls(step, repeats=steps, warmup=max(1, warmup), max_seconds=max_seconds, memory=True)
     return {
-        "step_ms": timing["ms_median"],
-        "step_ms_min": timing["ms"],
-        "cpu_ms": timed_cpu[len(timed_cpu) // 2] * 1e3,
-        "runs": timing["runs"],
-        "peak_mb": timing["peak_mb"],
+        "step_ms": timing.median * 1e3,
+        "step_ms_min": timing.best * 1e3,
+        "cpu_ms": timing.cpu_median * 1e3,
+        "runs": len(timing.wall),
+        "peak_mb": timing.peak_mb,
         "loss": losses[-1],
     }
 
@@ -169,17 +162,20 @@ class _NoAttention(nn.Module):
     backward products of every projection stay in the step, as with a real mechanism).
     """
 
-    def forward(self, q, k, v, causal=False, key_padding_mask=None, *, scale=None):
-        return v + (q + k) * 0.0  # (B, H, N, D)
+    def forward(self, q, k, v, causal=False, key_padding_mask=None, *, bias=None, score_mod=None, scale=None,
+                q_offset=None):
+        return v + (q + k) * 0.0  # (B, H, N, D); no scores, so bias and score_mod have nothing to act on
 
 
 class _MaterializedAttention(nn.Module):
     """Dense attention through the (N, N) probability matrix, kept for the backward pass."""
 
-    def forward(self, q, k, v, causal=False, key_padding_mask=None, *, scale=None):
+    def forward(self, q, k, v, causal=False, key_padding_mask=None, *, bias=None, score_mod=None, scale=None,
+                q_offset=None):
         from polyformer.attention import reference_attention
 
-        return reference_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+        return reference_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, bias=bias,
+                                   score_mod=score_mod, scale=scale, q_offset=q_offset)
 
 
 #: Rows that are not registered mechanisms: each name's module replaces every layer's mechanism.
