@@ -41,7 +41,7 @@ LONGFORMER_GLOBAL = tuple(range(8))
 
 
 def default_cases(max_dense_n: int = 16384, hf: bool = True) -> list[Case]:
-    """Baselines, the configurations of the issues' targets, every atom and the approximate mechanisms."""
+    """Dense baselines, the configurations that have targets, every atom and the approximate mechanisms."""
     cases = [
         Case("dense causal", causal=True, max_n=max_dense_n),
         Case("dense", max_n=max_dense_n),
@@ -60,7 +60,7 @@ def default_cases(max_dense_n: int = 16384, hf: bool = True) -> list[Case]:
         Case("block_local 512", "block_local", {"size": 512}, baseline="dense"),
         Case("global 8", "global", {"tokens": LONGFORMER_GLOBAL}, baseline="dense"),
         Case("memory_efficient alibi", "memory_efficient", {"score_mod": "alibi"}, baseline="dense"),
-        # approximate mechanisms (issue 3); lsh with reformer-pytorch's benchmark settings
+        # approximate mechanisms; lsh with reformer-pytorch's benchmark settings
         Case("lsh bucket 64 x8 shared-qk", "lsh", {"bucket_size": 64, "n_hashes": 8, "shared_qk": True},
              baseline="dense"),
         Case("linear causal", "linear", causal=True, baseline="dense causal"),
