@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from polyformer.attention import reference_attention
 from polyformer.errors import ConfigError
 from polyformer.transformer import Block, Decoder, Encoder, TransformerConfig
 

@@ -7,9 +7,13 @@ Every mechanism is tested against :func:`reference_attention`. It materialises t
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
+
+#: ``score_mod(score, b, h, q_idx, kv_idx) -> score`` (see :mod:`polyformer.attention.score_mods`)
+ScoreFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 def causal_mask(n_q: int, n_k: int, q_offset: int, device: torch.device | None = None) -> Tensor:
@@ -44,7 +48,9 @@ def combine_masks(
     return mask
 
 
-def score_indices(batch: int, heads: int, n_q: int, n_k: int, q_offset: int, device: torch.device | None = None):
+def score_indices(
+    batch: int, heads: int, n_q: int, n_k: int, q_offset: int, device: torch.device | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Index tensors ``b, h, q_idx, kv_idx`` of a whole (B, H, Nq, Nk) score matrix for a score function.
 
     ``q_idx`` holds query *positions* (``q_offset`` + row), as in :mod:`polyformer.attention.score_mods`.
@@ -75,7 +81,7 @@ def attention_probabilities(
     causal: bool = False,
     key_padding_mask: Tensor | None = None,
     bias: Tensor | None = None,
-    score_mod=None,
+    score_mod: ScoreFn | None = None,
     scale: float | None = None,
     q_offset: int | None = None,
 ) -> Tensor:
@@ -108,7 +114,7 @@ def reference_attention(
     causal: bool = False,
     key_padding_mask: Tensor | None = None,
     bias: Tensor | None = None,
-    score_mod=None,
+    score_mod: ScoreFn | None = None,
     scale: float | None = None,
     q_offset: int | None = None,
 ) -> Tensor:
