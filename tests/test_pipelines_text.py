@@ -214,3 +214,107 @@ def test_loaded_models_and_missing_tokenizers(folders, tmp_path):
         polyformer.pipeline("text-classification", model=bare)
     with pytest.raises(ConfigError, match="aggregation_strategy must be one of"):
         polyformer.pipeline("ner", model=folders["token-classification"], aggregation_strategy="longest")
+
+
+# -- batching: a batch of texts gives what each text gives alone ----------------------------------
+LENGTHS = ["Berlin.", TEXTS[0], "My name is Sarah and I live in London, a city on a river.", TEXTS[1], "Paris?",
+           TEXTS[2] * 2, "the capital of france is paris"]
+
+
+def _close(a, b, path="result"):
+    """Equal structure and strings, floats within 1e-5 (float rounding of padded batches)."""
+    if isinstance(b, dict):
+        assert set(a) == set(b), path
+        for key in b:
+            _close(a[key], b[key], f"{path}.{key}")
+    elif isinstance(b, (list, tuple)):
+        assert len(a) == len(b), (path, a, b)
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(b, float):
+        assert a == pytest.approx(b, abs=1e-5), path
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 64])
+def test_batches_give_what_each_text_gives_alone(folders, batch_size):
+    classify = polyformer.pipeline("text-classification", model=folders["text-classification"])
+    pairs = [{"text": t, "text_pair": u} for t, u in zip(LENGTHS, reversed(LENGTHS))]
+    mixed = [*LENGTHS[:3], *pairs[:3]]  # single texts and pairs in one call
+    _close(classify(mixed, top_k=None, batch_size=batch_size), [classify(t, top_k=None, batch_size=1) for t in mixed])
+
+    tag = polyformer.pipeline("token-classification", model=folders["token-classification"], batch_size=batch_size)
+    _close(tag(LENGTHS), [tag(t, batch_size=1) for t in LENGTHS])
+
+    fill = polyformer.pipeline("fill-mask", model=folders["fill-mask"])
+    masked = [t.replace(" ", " [MASK] ", 1) for t in LENGTHS if " " in t] + ["[MASK] and [MASK] in the city."]
+    _close(fill(masked, batch_size=batch_size), [fill(t, batch_size=1) for t in masked])
+
+    embed = polyformer.pipeline("feature-extraction", model=folders["feature-extraction"], return_tensors=True)
+    for got, alone in zip(embed(LENGTHS, batch_size=batch_size), [embed(t, batch_size=1) for t in LENGTHS]):
+        assert got.shape == alone.shape
+        torch.testing.assert_close(got, alone, atol=1e-5, rtol=0)
+
+    qa = polyformer.pipeline("question-answering", model=folders["question-answering"], max_seq_len=40, doc_stride=8)
+    questions = [{"question": q, "context": c} for q, c in
+                 [(QUESTION, CONTEXT), ("What is the capital?", "Paris is the capital of France."),
+                  ("Who?", CONTEXT[:90])]]
+    _close(qa(questions, top_k=3, batch_size=batch_size), [qa(q, top_k=3, batch_size=1) for q in questions])
+
+
+def test_batched_pipelines_equal_transformers_batched(folders):
+    folder = folders["text-classification"]
+    ours = polyformer.pipeline("text-classification", model=folder, batch_size=4)
+    theirs = transformers.pipeline("text-classification", model=str(folder))
+    _same(ours(LENGTHS, top_k=None), theirs(LENGTHS, top_k=None, batch_size=4))
+    folder = folders["feature-extraction"]
+    ours = polyformer.pipeline("feature-extraction", model=folder)
+    theirs = transformers.pipeline("feature-extraction", model=str(folder))
+    padded = 0
+    for a, b in zip(ours(LENGTHS, batch_size=3), theirs(LENGTHS, batch_size=3)):
+        a, b = np.asarray(a), np.asarray(b)
+        # transformers returns the padding positions of a batch too; ours are the text's own tokens only
+        padded += b.shape[1] > a.shape[1]
+        np.testing.assert_allclose(a, b[:, : a.shape[1]], atol=1e-4)
+    assert padded > 0
+
+
+def _short_windows(folder: Path, tmp_path: Path, limit: int) -> Path:
+    """A copy of ``folder`` whose tokenizer stops at ``limit`` tokens (the window of ``stride``)."""
+    copy = tmp_path / f"short-{limit}"
+    copy.mkdir()
+    for file in folder.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    config_path = copy / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config["model_max_length"] = limit
+    config_path.write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "max"])
+def test_token_classification_stride_equals_transformers(folders, tmp_path, strategy):
+    folder = _short_windows(folders["token-classification"], tmp_path, 12)
+    long_texts = [" ".join(TEXTS), TEXTS[0], "Sarah visited Paris and Berlin and London " * 3]
+    ours = polyformer.pipeline("token-classification", model=folder, aggregation_strategy=strategy, stride=4,
+                               batch_size=3)
+    theirs = transformers.pipeline("token-classification", model=str(folder), aggregation_strategy=strategy, stride=4)
+    expected = [theirs(t) for t in long_texts]
+    assert sum(len(e) for e in expected) > 5
+    _same(ours(long_texts), expected)
+    # without stride the text is cut at the window: fewer characters are tagged
+    cut = polyformer.pipeline("token-classification", model=folder, aggregation_strategy=strategy)(long_texts[0])
+    assert max(e["end"] for e in cut) < max(e["end"] for e in expected[0])
+
+
+def test_batch_size_and_stride_are_checked(folders, tmp_path):
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+        polyformer.pipeline("feature-extraction", model=folders["feature-extraction"], batch_size=0)
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+        polyformer.pipeline("text-classification", model=folders["text-classification"])(TEXTS, batch_size="4")
+    folder = _short_windows(folders["token-classification"], tmp_path, 12)
+    with pytest.raises(ConfigError, match='stride reads long texts in windows.*not "none"'):
+        polyformer.pipeline("ner", model=folder, stride=4)
+    with pytest.raises(ConfigError, match=r"stride must be an integer in \[0, model_max_length=12\)"):
+        polyformer.pipeline("ner", model=folder, aggregation_strategy="simple", stride=12)

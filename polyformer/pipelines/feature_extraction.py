@@ -2,16 +2,20 @@
 
 One text gives ``[[[...hidden...] for each token]]`` (batch of one, as Hugging Face returns it);
 a list of texts gives one such value per text. ``return_tensors=True`` gives (1, tokens, hidden)
-tensors instead; ``truncation`` and ``tokenize_kwargs`` go to the tokenizer.
+tensors instead; ``truncation`` and ``tokenize_kwargs`` go to the tokenizer. Texts go through the
+model ``batch_size`` (8) at a time, each batch padded to its longest text; every text's values
+are those of a forward pass on it alone (padding is masked out and cut away).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
+
+from torch import Tensor
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.pipelines import register_pipeline
-from polyformer.pipelines.text_base import forward, load_text_model
+from polyformer.pipelines.text_base import check_batch_size, forward_batches, load_text_model
 
 __all__ = ["FeatureExtractionPipeline"]
 
@@ -20,8 +24,10 @@ class FeatureExtractionPipeline:
     """An encoder and its tokenizer; ``__call__`` returns hidden states per token."""
 
     def __init__(self, model: Any, tokenizer: Any, *, truncation: bool | str | None = None,
-                 tokenize_kwargs: dict[str, Any] | None = None, return_tensors: bool = False) -> None:
+                 tokenize_kwargs: dict[str, Any] | None = None, return_tensors: bool = False,
+                 batch_size: int = 8) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.batch_size = check_batch_size(batch_size)
         self.tokenize_kwargs = dict(tokenize_kwargs or {})
         if truncation is not None:
             if "truncation" in self.tokenize_kwargs:
@@ -29,23 +35,34 @@ class FeatureExtractionPipeline:
             self.tokenize_kwargs["truncation"] = truncation
         self.return_tensors = return_tensors
 
-    def __call__(self, inputs: str | list[str], return_tensors: bool | None = None) -> Any:
+    def __call__(self, inputs: str | list[str], return_tensors: bool | None = None, batch_size: int | None = None) -> Any:
         """Hidden states of one text, or of each text of a list."""
         as_tensor = self.return_tensors if return_tensors is None else return_tensors
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise DataError("feature-extraction takes a string or a non-empty list of strings")
-        results = []
-        for text in texts:
-            out = forward(self.model, self.tokenizer(text, return_tensors="pt", **self.tokenize_kwargs))
-            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (1, T, H)
-            results.append(hidden.cpu() if as_tensor else hidden.tolist())
+        results: list[Any] = [None] * len(texts)
+        for rows, hidden, mask in self.hidden_states(texts, batch_size):
+            for row, values, keep in zip(rows, hidden, mask):
+                values = values[keep.bool()].unsqueeze(0)  # (1, tokens, H): this text's tokens only
+                results[row] = values.clone() if as_tensor else values.tolist()
         return results[0] if single else results
+
+    def hidden_states(self, texts: list[str], batch_size: int | None = None) -> Iterator[tuple[list[int], Tensor, Tensor]]:
+        """``(rows, hidden (B, T, H), attention_mask (B, T))`` per forward pass over ``texts``.
+
+        ``rows`` are the indices in ``texts`` of the batch's rows (texts are batched by length).
+        """
+        size = self.batch_size if batch_size is None else check_batch_size(batch_size)
+        inputs = self.tokenizer(texts, **{"padding": True, **self.tokenize_kwargs, "return_tensors": "pt"})
+        for rows, chunk, out in forward_batches(self.model, inputs, size):
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (B, T, H)
+            yield rows, hidden.float().cpu(), chunk["attention_mask"]
 
 
 @register_pipeline("feature-extraction")
 def build_feature_extraction(model: Any, tokenizer: Any = None, **kwargs: Any) -> FeatureExtractionPipeline:
-    """``pipeline("feature-extraction", model=FOLDER or model, tokenizer=None, truncation=None)``."""
+    """``pipeline("feature-extraction", model=FOLDER or model, tokenizer=None, truncation=None, batch_size=8)``."""
     model, tokenizer = load_text_model(model, tokenizer, "feature-extraction")
     return FeatureExtractionPipeline(model, tokenizer, **kwargs)

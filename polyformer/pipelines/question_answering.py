@@ -11,7 +11,8 @@ and end logits of tokens outside the context (except ``[CLS]``) are masked, each
 and a span's score is ``p_start(s) · p_end(e)`` for ``s <= e < s + max_answer_len``. Spans are
 widened to whole words and read from the context's characters. With
 ``handle_impossible_answer`` the empty answer competes with the smallest ``p_start([CLS]) ·
-p_end([CLS])`` over the windows.
+p_end([CLS])`` over the windows. Windows of every question go through the model ``batch_size`` (8)
+at a time, each batch padded to its longest window.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.pipelines import register_pipeline
-from polyformer.pipelines.text_base import check_top_k, forward, load_text_model, softmax
+from polyformer.pipelines.text_base import check_batch_size, check_top_k, forward_batches, load_text_model, softmax
 
 __all__ = ["QuestionAnsweringPipeline", "best_spans"]
 
@@ -52,9 +53,10 @@ def best_spans(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, top_k: i
 class QuestionAnsweringPipeline:
     """An extractive QA model (start / end logits) and its tokenizer."""
 
-    def __init__(self, model: Any, tokenizer: Any, **defaults: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, **defaults: Any) -> None:
         self.model, self.tokenizer = model, tokenizer
-        limit = min(384, tokenizer.model_max_length)
+        self.batch_size = check_batch_size(batch_size)
+        limit = min(384, tokenizer.model_max_length or 384)
         self.defaults = {"top_k": 1, "doc_stride": min(128, limit // 2), "max_answer_len": 15, "max_seq_len": limit,
                          "handle_impossible_answer": False, "align_to_words": True}
         self.defaults = self._options(defaults)
@@ -73,40 +75,56 @@ class QuestionAnsweringPipeline:
                               f"got {options['doc_stride']!r}")
         return options
 
-    def __call__(self, *args: Any, question: Any = None, context: Any = None, **options: Any) -> Any:
+    def __call__(self, *args: Any, question: Any = None, context: Any = None, batch_size: int | None = None,
+                 **options: Any) -> Any:
         """Answer each (question, context); see the module docstring for inputs and outputs."""
         settings = self._options(options)
+        size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         examples, single = _examples(args, question, context)
-        answers = [self._answer(q, c, settings) for q, c in examples]
+        answers = self._answers(examples, settings, size)
         if settings["top_k"] == 1:
             answers = [a[0] for a in answers]
         return answers[0] if single else answers
 
-    def _answer(self, question: str, context: str, o: dict[str, Any]) -> list[dict[str, Any]]:
-        windows = self.tokenizer(question, context, truncation="only_second", max_length=o["max_seq_len"],
-                                 stride=o["doc_stride"], return_overflowing_tokens=True, return_offsets_mapping=True,
-                                 padding=True, return_tensors="pt")
-        logits = forward(self.model, windows)
-        starts = logits.start_logits.float().cpu().numpy().astype(np.float64)  # (windows, T)
-        ends = logits.end_logits.float().cpu().numpy().astype(np.float64)
-        candidates, null_score = [], 1e6
-        for w in range(starts.shape[0]):
-            sequence = windows.sequence_ids(w)
-            allowed = np.array([s == 1 for s in sequence]) & (windows["attention_mask"][w].numpy() == 1)
-            cls = windows["input_ids"][w].numpy() == self.tokenizer.cls_token_id
-            allowed_or_cls = allowed | cls  # [CLS] stays in the softmax: it is where "no answer" lives
-            start = softmax(np.where(allowed_or_cls, starts[w], MASKED))
-            end = softmax(np.where(allowed_or_cls, ends[w], MASKED))
+    def _answers(self, examples: list[tuple[str, str]], o: dict[str, Any], batch_size: int) -> list[list[dict[str, Any]]]:
+        """The ``top_k`` answers of each example; the windows of all examples are batched together."""
+        windows = self.tokenizer([q for q, _ in examples], [c for _, c in examples], truncation="only_second",
+                                 max_length=o["max_seq_len"], stride=o["doc_stride"], return_overflowing_tokens=True,
+                                 return_offsets_mapping=True, padding=True, return_tensors="pt")
+        owners = windows["overflow_to_sample_mapping"].tolist()
+        by_window: list[list[dict[str, Any]]] = [[] for _ in owners]
+        null_scores = [1e6] * len(examples)
+        for rows, chunk, output in forward_batches(self.model, windows, batch_size):
+            starts = output.start_logits.float().cpu().numpy().astype(np.float64)  # (B, T)
+            ends = output.end_logits.float().cpu().numpy().astype(np.float64)
+            for j, w in enumerate(rows):
+                owner = owners[w]
+                context = examples[owner][1]
+                width = starts.shape[1]
+                sequence = windows.sequence_ids(w)[:width]
+                allowed = np.array([s == 1 for s in sequence]) & (chunk["attention_mask"][j].numpy() == 1)
+                cls = chunk["input_ids"][j].numpy() == self.tokenizer.cls_token_id
+                allowed_or_cls = allowed | cls  # [CLS] stays in the softmax: it is where "no answer" lives
+                start = softmax(np.where(allowed_or_cls, starts[j], MASKED))
+                end = softmax(np.where(allowed_or_cls, ends[j], MASKED))
+                if o["handle_impossible_answer"]:
+                    null_scores[owner] = min(null_scores[owner], float(start[0] * end[0]))
+                start[0] = end[0] = 0.0
+                for s, e, score in best_spans(start, end, allowed_or_cls, o["top_k"], o["max_answer_len"]):
+                    begin, finish = self._characters(windows, w, s, e, o["align_to_words"])
+                    by_window[w].append({"score": score, "start": begin, "end": finish,
+                                         "answer": context[begin:finish]})
+        candidates: list[list[dict[str, Any]]] = [[] for _ in examples]
+        for w, owner in enumerate(owners):  # window order, whatever order the batches ran in
+            candidates[owner].extend(by_window[w])
+        out = []
+        for found, null_score in zip(candidates, null_scores):
             if o["handle_impossible_answer"]:
-                null_score = min(null_score, float(start[0] * end[0]))
-            start[0] = end[0] = 0.0
-            for s, e, score in best_spans(start, end, allowed_or_cls, o["top_k"], o["max_answer_len"]):
-                begin, finish = self._characters(windows, w, s, e, o["align_to_words"])
-                candidates.append({"score": score, "start": begin, "end": finish, "answer": context[begin:finish]})
-        if o["handle_impossible_answer"]:
-            candidates.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
-        candidates.sort(key=lambda a: a["score"], reverse=True)
-        return candidates[: o["top_k"]]
+                found.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
+            # a stable sort: equal scores keep window order
+            found.sort(key=lambda a: a["score"], reverse=True)
+            out.append(found[: o["top_k"]])
+        return out
 
     @staticmethod
     def _characters(windows: Any, w: int, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
@@ -158,6 +176,6 @@ def _checked(pairs: list[tuple[Any, Any]]) -> list[tuple[str, str]]:
 
 @register_pipeline("question-answering")
 def build_question_answering(model: Any, tokenizer: Any = None, **kwargs: Any) -> QuestionAnsweringPipeline:
-    """``pipeline("question-answering", model=FOLDER or model, tokenizer=None, top_k=1, doc_stride=128, ...)``."""
+    """``pipeline("question-answering", model=FOLDER or model, tokenizer=None, top_k=1, doc_stride=128, batch_size=8, ...)``."""
     model, tokenizer = load_text_model(model, tokenizer, "question-answering")
     return QuestionAnsweringPipeline(model, tokenizer, **kwargs)

@@ -4,15 +4,18 @@ and score functions. Each task module holds only its own pre- and post-processin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from polyformer.errors import ConfigError
 
-__all__ = ["check_top_k", "forward", "load_text_model", "model_labels", "softmax"]
+__all__ = ["check_batch_size", "check_top_k", "forward", "forward_batches", "load_text_model", "model_labels",
+           "softmax"]
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def load_text_model(model: Any, tokenizer: Any, task: str) -> tuple[nn.Module, Any]:
@@ -53,12 +56,43 @@ def model_labels(model: nn.Module, task: str) -> dict[int, str]:
     return {int(k): v for k, v in labels.items()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def forward(model: nn.Module, inputs: dict[str, Any]) -> Any:
     """One forward pass on the model's device with the tokenizer's tensors (``input_ids``, ``attention_mask``, ``token_type_ids``)."""
     device = next(model.parameters()).device
-    names = ("input_ids", "attention_mask", "token_type_ids")
-    return model(**{k: inputs[k].to(device) for k in names if k in inputs})
+    return model(**{k: inputs[k].to(device) for k in MODEL_INPUTS if k in inputs})
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """A positive integer: how many rows (texts, or QA windows) one forward pass takes."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def forward_batches(model: nn.Module, inputs: dict[str, Any], batch_size: int) -> Iterator[tuple[list[int], dict[str, Tensor], Any]]:
+    """Run the padded rows of ``inputs`` through ``model`` ``batch_size`` rows at a time.
+
+    Yields ``(rows, chunk, output)``: the row indices of this forward pass, its input tensors and
+    the model's output (row ``j`` of the output is row ``rows[j]`` of ``inputs``). Rows are taken
+    in order of length and each chunk is cut to its longest row, so a short text is never run at
+    the width of the longest one; with right padding that cut changes no real token's output
+    (padding is masked out and positions count from the left), so each row's values are those of
+    a forward pass on that text alone, up to float rounding.
+    """
+    check_batch_size(batch_size)
+    mask = inputs["attention_mask"]
+    lengths = mask.sum(dim=1)
+    # a stable sort keeps equal-length rows in input order (deterministic chunks)
+    order = torch.argsort(lengths, stable=True).tolist()
+    # right padding (each row's tokens first): trailing columns can be cut; any other layout keeps its width
+    right_padded = bool((mask == (torch.arange(mask.shape[1]) < lengths[:, None])).all())
+    for first in range(0, len(order), batch_size):
+        rows = order[first : first + batch_size]
+        index = torch.tensor(rows)
+        width = int(lengths[index].max()) if right_padded else mask.shape[1]
+        chunk = {k: inputs[k][index, :width] for k in MODEL_INPUTS if k in inputs}
+        yield rows, chunk, forward(model, chunk)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
