@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "polyformer.commands.data",
     "polyformer.commands.train",
     "polyformer.commands.vision",
+    "polyformer.commands.text",
 )
 
 

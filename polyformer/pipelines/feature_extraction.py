@@ -5,19 +5,47 @@ a list of texts gives one such value per text. ``return_tensors=True`` gives (1,
 tensors instead; ``truncation`` and ``tokenize_kwargs`` go to the tokenizer. Texts go through the
 model ``batch_size`` (8) at a time, each batch padded to its longest text; every text's values
 are those of a forward pass on it alone (padding is masked out and cut away).
+
+:meth:`FeatureExtractionPipeline.embed` gives one vector per text instead, pooled as
+sentence-transformers pools (all-MiniLM-L6-v2 and friends): the mean of the token vectors weighted
+by the attention mask (``pooling="mean"``) or the ``[CLS]`` vector (``"cls"``), optionally scaled to
+unit length.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterator
 
+import numpy as np
+import torch
 from torch import Tensor
 
-from polyformer.errors import ConfigError, DataError
+from polyformer.errors import ConfigError, DataError, ShapeError
 from polyformer.pipelines import register_pipeline
 from polyformer.pipelines.text_base import check_batch_size, forward_batches, load_text_model
 
-__all__ = ["FeatureExtractionPipeline"]
+__all__ = ["FeatureExtractionPipeline", "POOLINGS", "pool"]
+
+POOLINGS = ("mean", "cls")
+
+
+def pool(hidden: Tensor, attention_mask: Tensor, pooling: str = "mean", normalize: bool = False) -> Tensor:
+    """One vector per row of ``hidden`` (B, T, H): the mask-weighted mean over tokens, or the first token.
+
+    Padding (mask 0) takes no part in the mean; ``normalize`` scales each vector to unit L2 norm.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if hidden.dim() != 3 or tuple(attention_mask.shape) != tuple(hidden.shape[:2]):
+        raise ShapeError(f"pool expects hidden (B, T, H) and attention_mask (B, T), got {tuple(hidden.shape)} and "
+                         f"{tuple(attention_mask.shape)}")
+    if pooling == "cls":
+        vectors = hidden[:, 0]
+    else:
+        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+        # the clamp only matters for an all-padding row, which a tokenizer never makes
+        vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
 
 
 class FeatureExtractionPipeline:
@@ -48,6 +76,23 @@ class FeatureExtractionPipeline:
                 values = values[keep.bool()].unsqueeze(0)  # (1, tokens, H): this text's tokens only
                 results[row] = values.clone() if as_tensor else values.tolist()
         return results[0] if single else results
+
+    def embed(self, inputs: str | list[str], pooling: str = "mean", normalize: bool = False,
+              batch_size: int | None = None) -> np.ndarray:
+        """Sentence embeddings (N, H) float32 of a text or a list of texts (see :func:`pool`)."""
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise DataError("embed takes a string or a non-empty list of strings")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        out: np.ndarray | None = None
+        for rows, hidden, mask in self.hidden_states(texts, batch_size):
+            vectors = pool(hidden, mask, pooling, normalize).numpy()
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        assert out is not None  # texts is not empty
+        return out
 
     def hidden_states(self, texts: list[str], batch_size: int | None = None) -> Iterator[tuple[list[int], Tensor, Tensor]]:
         """``(rows, hidden (B, T, H), attention_mask (B, T))`` per forward pass over ``texts``.

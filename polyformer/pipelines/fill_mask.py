@@ -17,7 +17,7 @@ import torch
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.pipelines import register_pipeline
-from polyformer.pipelines.text_base import check_batch_size, check_top_k, forward_batches, load_text_model
+from polyformer.pipelines.text_base import (check_batch_size, check_head, check_top_k, forward_batches, load_text_model)
 
 __all__ = ["FillMaskPipeline"]
 
@@ -103,4 +103,5 @@ class FillMaskPipeline:
 def build_fill_mask(model: Any, tokenizer: Any = None, **kwargs: Any) -> FillMaskPipeline:
     """``pipeline("fill-mask", model=FOLDER or model, tokenizer=None, top_k=5, targets=None, batch_size=8)``."""
     model, tokenizer = load_text_model(model, tokenizer, "fill-mask")
+    check_head(model, "fill-mask", "ForMaskedLM")
     return FillMaskPipeline(model, tokenizer, **kwargs)

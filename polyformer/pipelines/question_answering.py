@@ -23,7 +23,8 @@ import numpy as np
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.pipelines import register_pipeline
-from polyformer.pipelines.text_base import check_batch_size, check_top_k, forward_batches, load_text_model, softmax
+from polyformer.pipelines.text_base import (check_batch_size, check_head, check_top_k, forward_batches, load_text_model,
+                                            softmax)
 
 __all__ = ["QuestionAnsweringPipeline", "best_spans"]
 
@@ -178,4 +179,5 @@ def _checked(pairs: list[tuple[Any, Any]]) -> list[tuple[str, str]]:
 def build_question_answering(model: Any, tokenizer: Any = None, **kwargs: Any) -> QuestionAnsweringPipeline:
     """``pipeline("question-answering", model=FOLDER or model, tokenizer=None, top_k=1, doc_stride=128, batch_size=8, ...)``."""
     model, tokenizer = load_text_model(model, tokenizer, "question-answering")
+    check_head(model, "question-answering", "ForQuestionAnswering")
     return QuestionAnsweringPipeline(model, tokenizer, **kwargs)

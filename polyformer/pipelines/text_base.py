@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from polyformer.errors import ConfigError
 
-__all__ = ["check_batch_size", "check_top_k", "forward", "forward_batches", "load_text_model", "model_labels",
-           "softmax"]
+__all__ = ["check_batch_size", "check_head", "check_top_k", "forward", "forward_batches", "load_text_model",
+           "model_labels", "softmax"]
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -45,6 +45,15 @@ def load_text_model(model: Any, tokenizer: Any, task: str) -> tuple[nn.Module, A
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is {vocab}; "
                           "they do not belong together (save the model's own tokenizer beside it)")
     return model.eval(), tokenizer
+
+
+def check_head(model: nn.Module, task: str, suffix: str) -> None:
+    """Refuse a model without the task's head (a bare encoder has no logits to read a class from)."""
+    name = type(model).__name__
+    if not name.endswith(suffix):
+        raise ConfigError(f"{task} needs a model with a {suffix[3:]} head (a *{suffix} class); this folder holds "
+                          f"a {name}. Fine-tune one (polyformer train text-topics), or use feature-extraction / "
+                          "polyformer embed for a bare encoder")
 
 
 def model_labels(model: nn.Module, task: str) -> dict[int, str]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.pipelines import register_pipeline
-from polyformer.pipelines.text_base import (check_batch_size, check_top_k, forward_batches, load_text_model,
+from polyformer.pipelines.text_base import (check_batch_size, check_head, check_top_k, forward_batches, load_text_model,
                                             model_labels, softmax)
 
 __all__ = ["TextClassificationPipeline"]
@@ -115,6 +115,7 @@ def _apply(function: str, logits: np.ndarray) -> np.ndarray:
 def build_text_classification(model: Any, tokenizer: Any = None, **kwargs: Any) -> TextClassificationPipeline:
     """``pipeline("text-classification", model=FOLDER or model, tokenizer=None, function_to_apply=None, batch_size=8)``."""
     model, tokenizer = load_text_model(model, tokenizer, "text-classification")
+    check_head(model, "text-classification", "ForSequenceClassification")
     return TextClassificationPipeline(model, tokenizer, **kwargs)
 
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.pipelines import register_pipeline
-from polyformer.pipelines.text_base import check_batch_size, forward_batches, load_text_model, model_labels, softmax
+from polyformer.pipelines.text_base import (check_batch_size, check_head, forward_batches, load_text_model,
+                                            model_labels, softmax)
 
 __all__ = ["TokenClassificationPipeline"]
 
@@ -191,6 +192,7 @@ def build_token_classification(model: Any, tokenizer: Any = None, **kwargs: Any)
     """``pipeline("token-classification", model=FOLDER or model, tokenizer=None, aggregation_strategy="none",
     stride=None, batch_size=8)``."""
     model, tokenizer = load_text_model(model, tokenizer, "token-classification")
+    check_head(model, "token-classification", "ForTokenClassification")
     return TokenClassificationPipeline(model, tokenizer, **kwargs)
 
 
