@@ -12,6 +12,7 @@ from polyformer.demo.report import Report
 SECTION_MODULES: tuple[str, ...] = (
     "polyformer.demo.attention_section",
     "polyformer.demo.scaling_section",
+    "polyformer.demo.image_scaling_section",
     "polyformer.demo.vision_section",
     "polyformer.demo.lm_section",
     "polyformer.demo.lra_section",

@@ -46,14 +46,17 @@ class SweepFit:
 
 
 def fit_sweep(store: str | Path, sweep: str | None = None, law: str = "power", variable: str = "C",
-              params: str = "non_embedding", holdout: bool = True) -> SweepFit:
-    """Fit ``law`` to the finished runs of ``sweep`` (every sweep in the store when None)."""
+              params: str = "non_embedding", holdout: bool = True, options: Any = None) -> SweepFit:
+    """Fit ``law`` to the finished runs of ``sweep`` (every sweep in the store when None).
+
+    ``options``: a :class:`~polyformer.scaling.fit.FitOptions` (e.g. a coarser grid of starts).
+    """
     from polyformer.scaling.extrapolate import holdout_largest
     from polyformer.scaling.fit import FitOptions, fit_law
 
     runs = read_store_runs(store, sweep=sweep, params=params)
     context = {"variable": variable} if law in ("power", "pure-power") else {}
-    options = FitOptions(progress=False)
+    options = options or FitOptions(progress=False)
     full = fit_law(runs, law, options, **context)
     held = None
     if holdout:
@@ -63,8 +66,11 @@ def fit_sweep(store: str | Path, sweep: str | None = None, law: str = "power", v
 
 
 def plot_sweep(store: str | Path, path: str | Path, sweep: str | None = None, fit: SweepFit | None = None,
-               params: str = "non_embedding") -> Path:
-    """Two panels: final validation loss against C with the fitted laws, and the validation curves."""
+               params: str = "non_embedding", variable: str = "C", loss_label: str = "nats/token") -> Path:
+    """Two panels: final validation loss against ``variable`` (C, or N for a fixed-D ladder) with the
+    fitted laws, and the validation curves against compute spent."""
+    if variable not in ("C", "N"):
+        raise DataError(f"plot_sweep draws loss against C or N, not {variable!r}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,24 +88,27 @@ def plot_sweep(store: str | Path, path: str | Path, sweep: str | None = None, fi
     colours = plt.cm.viridis((np.log(sizes) - np.log(sizes).min()) / max(1e-9, np.ptp(np.log(sizes))))
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    grid = np.geomspace(compute.min() / 3, compute.max() * 3, 200)
-    for run, c, l, colour in zip(runs, compute, loss, colours):
-        left.scatter([c], [l], color=colour, s=40, zorder=3)
-        left.annotate(run.name, (c, l), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    xs = compute if variable == "C" else sizes
+    grid = np.geomspace(xs.min() / 3, xs.max() * 3, 200)
+    c_grid = np.geomspace(compute.min() / 3, compute.max() * 3, 200)
+    for run, x, l, colour in zip(runs, xs, loss, colours):
+        left.scatter([x], [l], color=colour, s=40, zorder=3)
+        left.annotate(run.name, (x, l), textcoords="offset points", xytext=(5, 4), fontsize=7)
         points = curves[run.id]
         if points:
             spent = np.array([6.0 * n_of(run) * p["tokens"] for p in points])
             right.plot(spent, [p["loss"] for p in points], "-o", ms=2.5, color=colour, label=run.name)
     if fit is not None:
         law = fit.full.law
-        left.plot(grid, law.predict(C=grid), "k-", lw=1, label=_law_label("all runs", law))
-        right.plot(grid, law.predict(C=grid), "k--", lw=1, label="fitted law")
+        left.plot(grid, law.predict(**{variable: grid}), "k-", lw=1, label=_law_label("all runs", law, variable))
+        if variable == "C":
+            right.plot(c_grid, law.predict(C=c_grid), "k--", lw=1, label="fitted law")
         if fit.holdout is not None and fit.holdout.holdout is not None:
             held_law = fit.holdout.law
             row = fit.holdout.holdout.rows[-1]
-            left.plot(grid, held_law.predict(C=grid), color="tab:red", ls="--", lw=1,
-                      label=_law_label("without the largest", held_law))
-            left.scatter([row["C"]], [row["predicted"]], marker="x", color="tab:red", s=60, zorder=4,
+            left.plot(grid, held_law.predict(**{variable: grid}), color="tab:red", ls="--", lw=1,
+                      label=_law_label("without the largest", held_law, variable))
+            left.scatter([row[variable]], [row["predicted"]], marker="x", color="tab:red", s=60, zorder=4,
                          label=f"predicted largest: {row['predicted']:.3f} ({100 * row['relative_error']:+.1f}%)")
     from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
@@ -112,8 +121,10 @@ def plot_sweep(store: str | Path, path: str | Path, sweep: str | None = None, fi
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("compute C = 6 N D (FLOPs, N without embeddings)")
         ax.grid(True, which="both", alpha=0.3)
-    left.set_ylabel("final validation loss (nats/token)")
-    left.set_title("loss against compute")
+    if variable == "N":
+        left.set_xlabel("N (parameters without embeddings)")
+    left.set_ylabel(f"final validation loss ({loss_label})")
+    left.set_title("loss against compute" if variable == "C" else "loss against model size (same D)")
     right.set_ylabel("validation loss")
     right.set_title("validation curves against compute spent")
     left.legend(fontsize=7)
@@ -122,8 +133,8 @@ def plot_sweep(store: str | Path, path: str | Path, sweep: str | None = None, fi
     return save_figure(fig, path, dpi=90)
 
 
-def _law_label(what: str, law: Any) -> str:
+def _law_label(what: str, law: Any, variable: str = "C") -> str:
     values = law.parameters()
     if {"E", "X0", "alpha"} <= set(values):
-        return f"{what}: L = {values['E']:.3f} + ({values['X0']:.3g}/C)^{values['alpha']:.3f}"
+        return f"{what}: L = {values['E']:.3f} + ({values['X0']:.3g}/{variable})^{values['alpha']:.3f}"
     return f"{what}: {law.formula}"
