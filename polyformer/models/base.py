@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -38,7 +39,7 @@ from polyformer.options import require
 from polyformer.transformer import StackOutput
 
 __all__ = [
-    "POLYFORMER_KEY", "FamilyConfig", "PretrainedModel", "final_normed_states", "init_weights", "write_hf_folder",
+    "ENCODER_HF_NAMES", "POLYFORMER_KEY", "EncoderConfig", "FamilyConfig", "PretrainedModel", "final_normed_states", "init_weights", "write_hf_folder",
 ]
 
 #: config.json key under which polyformer keeps its own settings (Hugging Face ignores it)
@@ -183,6 +184,52 @@ class FamilyConfig:
             value = getattr(self, name)
             require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                     f"{type(self).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+#: Hugging Face's names of the fields every BERT-style encoder config has (BERT, ViT, CLIP's towers,
+#: TAPAS, LayoutLM, wav2vec 2.0, TimeSformer, ...)
+ENCODER_HF_NAMES: dict[str, str] = {
+    "d_model": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+    "d_ff": "intermediate_size", "activation": "hidden_act", "norm_eps": "layer_norm_eps",
+    "dropout": "hidden_dropout_prob", "initializer_range": "initializer_range",
+}
+
+
+@dataclass
+class EncoderConfig(FamilyConfig):
+    """The sizes, switches and label fields of an encoder family, with BERT-base / ViT-B/16 defaults.
+
+    ``d_model`` (HF ``hidden_size``), ``n_layers``, ``n_heads``, ``d_ff`` (MLP width), ``activation``,
+    ``norm_eps``, ``dropout``, ``attention`` (the mechanism of every layer: a name, spec or
+    ``{"name", "options"}``), ``initializer_range``; a classification head's ``num_labels`` /
+    ``id2label`` (either one) and ``problem_type`` (None = decided by the labels, as Hugging Face
+    does). A family adds its own fields after these and calls :meth:`check_encoder` in
+    ``__post_init__``.
+    """
+
+    hf_names: ClassVar[Mapping[str, str | tuple[str, ...]]] = ENCODER_HF_NAMES
+    has_labels: ClassVar[bool] = True
+
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: str = "gelu"
+    norm_eps: float = 1e-12
+    dropout: float = 0.0
+    attention: AttentionSpec = field(default_factory=AttentionSpec)
+    initializer_range: float = 0.02
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    problem_type: str | None = None
+
+    def check_encoder(self) -> None:
+        """Coerce ``attention``, resolve the labels, check the sizes (``d_model`` divisible by ``n_heads``)."""
+        self.attention = AttentionSpec.coerce(self.attention)
+        self.resolve_label_fields()
+        self.check_positive("d_model", "n_layers", "n_heads", "d_ff")
+        require(self.d_model % self.n_heads == 0,
+                f"{type(self).__name__}.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
 
 def _json_value(value: Any) -> Any:

@@ -20,18 +20,17 @@ Families built on BERT (LayoutLM's 2-D boxes, TAPAS's table token types) subclas
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from polyformer.attention import AttentionSpec
 from polyformer.convert.keymap import KeyMap
 from polyformer.errors import CheckpointError, ShapeError
 from polyformer.layers import LayerNorm, LearnedPositions, TokenEmbedding
 from polyformer.models import register_model
-from polyformer.models.base import FamilyConfig, PretrainedModel, init_weights
+from polyformer.models.base import ENCODER_HF_NAMES, EncoderConfig, PretrainedModel, init_weights
 from polyformer.models.bert_convert import bert_key_map
 from polyformer.models.heads import (
     MaskedLMHead, Pooler, SpanHead, classification_loss, span_loss, token_cross_entropy,
@@ -53,58 +52,39 @@ __all__ = [
 # Configuration
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class BertConfig(FamilyConfig):
-    """Sizes and switches of a BERT; a plain dataclass whose defaults are ``bert-base``'s.
+class BertConfig(EncoderConfig):
+    """Sizes and switches of a BERT: :class:`~polyformer.models.base.EncoderConfig`'s (defaults are
+    ``bert-base``'s) plus the embeddings' and the heads'.
 
     Embeddings: ``vocab_size``, ``max_position_embeddings``, ``type_vocab_size`` (segments),
-    ``pad_token_id`` (its word vector starts at zero and gets no gradient).
-    Encoder: ``d_model`` (HF ``hidden_size``), ``n_layers``, ``n_heads``, ``d_ff``, ``activation``,
-    ``norm_eps``, ``dropout`` (embeddings and sub-layers), ``attention`` (the mechanism of every
-    layer). ``attention_dropout`` is kept for the config.json round trip; the core applies no
-    dropout to attention probabilities.
-    Heads: ``num_labels`` / ``id2label``, ``problem_type``, ``classifier_dropout`` (None =
-    ``dropout``), ``tie_word_embeddings`` (the masked-LM decoder is the word-embedding matrix).
+    ``pad_token_id`` (its word vector starts at zero and gets no gradient). ``dropout`` applies to
+    embeddings and sub-layers; ``attention_dropout`` is kept for the config.json round trip (the
+    core applies no dropout to attention probabilities).
+    Heads: ``classifier_dropout`` (None = ``dropout``), ``tie_word_embeddings`` (the masked-LM
+    decoder is the word-embedding matrix).
     """
 
     model_types: ClassVar[tuple[str, ...]] = ("bert",)
-    #: our field -> Hugging Face config.json key: the one place where the two spellings meet
     hf_names: ClassVar[dict[str, str]] = {
-        "vocab_size": "vocab_size", "d_model": "hidden_size", "n_layers": "num_hidden_layers",
-        "n_heads": "num_attention_heads", "d_ff": "intermediate_size", "activation": "hidden_act",
-        "norm_eps": "layer_norm_eps", "dropout": "hidden_dropout_prob",
-        "attention_dropout": "attention_probs_dropout_prob", "max_position_embeddings": "max_position_embeddings",
-        "type_vocab_size": "type_vocab_size", "pad_token_id": "pad_token_id",
-        "position_embedding_type": "position_embedding_type", "initializer_range": "initializer_range",
+        **ENCODER_HF_NAMES, "vocab_size": "vocab_size", "attention_dropout": "attention_probs_dropout_prob",
+        "max_position_embeddings": "max_position_embeddings", "type_vocab_size": "type_vocab_size",
+        "pad_token_id": "pad_token_id", "position_embedding_type": "position_embedding_type",
         "classifier_dropout": "classifier_dropout", "tie_word_embeddings": "tie_word_embeddings",
     }
-    has_labels: ClassVar[bool] = True
 
-    vocab_size: int = 30522
-    d_model: int = 768
-    n_layers: int = 12
-    n_heads: int = 12
-    d_ff: int = 3072
-    activation: str = "gelu"
-    norm_eps: float = 1e-12
     dropout: float = 0.1
+    vocab_size: int = 30522
     attention_dropout: float = 0.1
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     pad_token_id: int | None = 0
     position_embedding_type: str = "absolute"
-    initializer_range: float = 0.02
-    attention: AttentionSpec = field(default_factory=AttentionSpec)
-    num_labels: int | None = None
-    id2label: dict[int, str] | None = None
-    problem_type: str | None = None
     classifier_dropout: float | None = None
     tie_word_embeddings: bool = True
 
     def __post_init__(self) -> None:
-        self.attention = AttentionSpec.coerce(self.attention)
-        self.resolve_label_fields()
-        self.check_positive("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_position_embeddings",
-                            "type_vocab_size")
+        self.check_encoder()
+        self.check_positive("vocab_size", "max_position_embeddings", "type_vocab_size")
         require(self.position_embedding_type == "absolute",
                 f"BertConfig.position_embedding_type {self.position_embedding_type!r} is not supported: polyformer's "
                 "BERT has learned absolute positions only; use a checkpoint with 'absolute' positions")

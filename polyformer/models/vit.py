@@ -18,18 +18,17 @@ attention mechanism can replace the dense one (``config.with_attention("bigbird"
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from polyformer.attention import AttentionSpec
 from polyformer.convert.keymap import KeyMap
 from polyformer.errors import ConfigError, ShapeError
 from polyformer.layers import resize_positions_2d
 from polyformer.models import register_model
-from polyformer.models.base import FamilyConfig, PretrainedModel, init_weights
+from polyformer.models.base import ENCODER_HF_NAMES, EncoderConfig, PretrainedModel, init_weights
 from polyformer.models.heads import classification_loss
 from polyformer.models.outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from polyformer.models.vit_convert import vit_classifier_key_map, vit_model_key_map
@@ -42,52 +41,28 @@ __all__ = ["ViTConfig", "ViTEmbeddings", "ViTForImageClassification", "ViTModel"
 # Configuration
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class ViTConfig(FamilyConfig):
-    """Sizes and switches of a ViT; a plain dataclass.
+class ViTConfig(EncoderConfig):
+    """Sizes and switches of a ViT: :class:`~polyformer.models.base.EncoderConfig`'s plus the input's.
 
-    Input: ``image_size`` (int or (height, width): the size the position table was trained for),
-    ``patch_size`` (int or (height, width)), ``num_channels`` (3 for RGB, 1 for grayscale).
-    Encoder: ``d_model`` (HF ``hidden_size``), ``n_layers``, ``n_heads``, ``d_ff`` (MLP width),
-    ``activation``, ``norm_eps``, ``qkv_bias``, ``dropout``, ``attention`` (the mechanism of every layer: a name, spec or ``{"name", "options"}``).
-    Head: ``num_labels`` / ``id2label`` (class names; either one), ``problem_type`` (None = decided by
-    the labels, as Hugging Face does).
+    ``image_size`` (int or (height, width): the size the position table was trained for),
+    ``patch_size`` (int or (height, width)), ``num_channels`` (3 for RGB, 1 for grayscale),
+    ``qkv_bias``.
     """
 
     model_types: ClassVar[tuple[str, ...]] = ("vit",)
-    hf_names: ClassVar[dict[str, str]] = {
-        "num_channels": "num_channels", "d_model": "hidden_size", "n_layers": "num_hidden_layers",
-        "n_heads": "num_attention_heads", "d_ff": "intermediate_size", "activation": "hidden_act",
-        "norm_eps": "layer_norm_eps", "qkv_bias": "qkv_bias", "dropout": "hidden_dropout_prob",
-        "initializer_range": "initializer_range",
-    }
+    hf_names: ClassVar[dict[str, str]] = {**ENCODER_HF_NAMES, "num_channels": "num_channels", "qkv_bias": "qkv_bias"}
     hf_constants: ClassVar[dict[str, Any]] = {"attention_probs_dropout_prob": 0.0}
-    has_labels: ClassVar[bool] = True
 
     image_size: int | tuple[int, int] = 224
     patch_size: int | tuple[int, int] = 16
     num_channels: int = 3
-    d_model: int = 768
-    n_layers: int = 12
-    n_heads: int = 12
-    d_ff: int = 3072
-    activation: str = "gelu"
-    norm_eps: float = 1e-12
     qkv_bias: bool = True
-    dropout: float = 0.0
-    attention: AttentionSpec = field(default_factory=AttentionSpec)
-    num_labels: int | None = None
-    id2label: dict[int, str] | None = None
-    problem_type: str | None = None
-    initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
-        self.attention = AttentionSpec.coerce(self.attention)
+        self.check_encoder()
         self.image_size = _pair(self.image_size, "image_size")
         self.patch_size = _pair(self.patch_size, "patch_size")
-        self.resolve_label_fields()
-        self.check_positive("num_channels", "d_model", "n_layers", "n_heads", "d_ff")
-        require(self.d_model % self.n_heads == 0,
-                f"ViTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        self.check_positive("num_channels")
         require(all(i >= p for i, p in zip(self.image_size, self.patch_size)),
                 f"ViTConfig.image_size {self.image_size} must be at least patch_size {self.patch_size}")
         self.transformer_config()  # checks activation, mechanism name and options now
