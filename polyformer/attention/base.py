@@ -277,21 +277,28 @@ class AttentionMechanism(nn.Module):
         return ", ".join(f"{key}={value!r}" for key, value in fields.items())
 
 
-def mechanisms_with(flag: str) -> list[str]:
-    """Names of the registered mechanisms whose class attribute ``flag`` is true."""
-    from polyformer.attention.registry import list_mechanisms, mechanism_class
+def _mechanism_classes() -> dict[str, type[AttentionMechanism]]:
+    """Every named mechanism class defined so far, found through subclassing (the registry builds on
+    this module, so this module cannot ask the registry)."""
+    found: dict[str, type[AttentionMechanism]] = {}
+    stack = list(AttentionMechanism.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.name:
+            found.setdefault(cls.name, cls)
+    return found
 
-    return [name for name in list_mechanisms() if getattr(mechanism_class(name), flag, False)]
+
+def mechanisms_with(flag: str) -> list[str]:
+    """Names of the mechanisms whose class attribute ``flag`` is true."""
+    return sorted(name for name, cls in _mechanism_classes().items() if getattr(cls, flag, False))
 
 
 def mechanisms_with_probabilities() -> list[str]:
-    """Names of the registered mechanisms that define a probability matrix (override ``dense_mask``)."""
-    from polyformer.attention.registry import list_mechanisms, mechanism_class
-
-    return [
-        name for name in list_mechanisms()
-        if mechanism_class(name).dense_mask is not AttentionMechanism.dense_mask
-    ]
+    """Names of the mechanisms that define a probability matrix (override ``dense_mask``)."""
+    return sorted(name for name, cls in _mechanism_classes().items()
+                  if cls.dense_mask is not AttentionMechanism.dense_mask)
 
 
 def check_inputs(
