@@ -74,6 +74,14 @@ class ExampleSampler:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self._orders: dict[int, np.ndarray] = {}  # the last epochs' permutations (a batch spans at most a few)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            if len(self._orders) >= 4:
+                self._orders.pop(min(self._orders))
+            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+        return self._orders[epoch]
 
     def positions(self, step: int) -> np.ndarray:
         """Example indices of the whole global batch of ``step`` (all processes, all micro-batches)."""
@@ -82,7 +90,7 @@ class ExampleSampler:
         epochs = stream // n
         out = np.empty_like(stream)
         for epoch in np.unique(epochs):  # a batch spans at most a few epochs
-            order = np.random.default_rng([self.seed, int(epoch)]).permutation(n)
+            order = self._order(int(epoch))
             where = epochs == epoch
             out[where] = order[stream[where] - epoch * n]
         return out
