@@ -67,3 +67,16 @@ def test_a_gpt_run_ends_with_a_folder_the_text_generation_pipeline_takes(tmp_pat
     assert json.loads((folder / "config.json").read_text())["n_positions"] == 16  # the training length
     out = pipeline("text-generation", model=folder)("the quick", max_new_tokens=3, do_sample=False)
     assert out[0]["generated_text"].startswith("the quick")
+
+
+def test_bert_trains_masked_lm_from_the_command_line(tmp_path, capsys):
+    make_data(tmp_path / "data")
+    bert = ["train", "lm", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "bert"), "--model", "bert",
+            "--model-config", '{"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}', "--total-steps", "3",
+            "--warmup-steps", "1", "--batch-size", "2", "--seq-len", "16", "--eval-tokens", "64", "--no-progress"]
+    assert main(bert) == 2
+    assert "needs mask_token_id" in capsys.readouterr().err
+    assert main([*bert, "--task-options", '{"mask_token_id": 1}']) == 0
+    launch = json.loads((tmp_path / "bert" / "launch.json").read_text())
+    assert launch["model"]["task_options"] == {"mask_token_id": 1}
+    assert launch["model"]["config"]["max_position_embeddings"] == 16  # the family's length default

@@ -49,6 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(when installed) or package.module:function")
     parser.add_argument("--model-config", default="{}",
                         help='model config as JSON or @file.json, e.g. \'{"n_layers": 4, "d_model": 128, "n_heads": 4}\'')
+    parser.add_argument("--task-options", default="{}",
+                        help='options of the family\'s task as JSON, e.g. \'{"mask_token_id": 4}\' for bert (masked-lm)')
     parser.add_argument("--config", type=Path, default=None, help="training config JSON (fields below override it)")
     parser.add_argument("--nproc", type=int, default=1, help="processes for data-parallel training (torchrun)")
     parser.add_argument("--no-resume", action="store_true", help="refuse to continue a run already in --out")
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         model_config.setdefault(name, value)  # e.g. GPT: a position table as long as the sequences
     launch = Launch(
         data=str(args.data),
-        model=ModelSpec(args.model, model_config),
+        model=ModelSpec(args.model, model_config, task_options=_json_argument(args.task_options, "--task-options")),
         train=train,
         resume=not args.no_resume,
     )
