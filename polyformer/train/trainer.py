@@ -80,6 +80,8 @@ class Trainer:
         self.checkpoints = self.out_dir / "checkpoints"
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.dist.is_main)
         self.sampler = self.task.sampler(train_data, config, self.dist.rank, self.dist.world_size)
+        # a validation split too small for one batch is refused now, not after training
+        next(iter(self.task.eval_batches(val_data, config, self.dist.rank, self.dist.world_size)), None)
         self.optimizer = build_optimizer(model, config)
         per_example = self.task.tokens_per_example(train_data, config)
         if per_example is None and model_spec is not None:
