@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _toy_models import blobs, hf_bert_mlm, mlp_classifier
+from _toy_models import blobs, hf_bert_mlm
 from _train_helpers import VOCAB, learnable_tokens
 from polyformer.errors import ConfigError, DataError, ShapeError
 from polyformer.train import ExampleSet, ModelSpec, TrainConfig, Trainer, build_model, make_task, seed_everything, train

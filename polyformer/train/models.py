@@ -172,5 +172,6 @@ def tokens_per_example(spec: ModelSpec, model: nn.Module) -> int | None:
     return int(family.tokens_per_example(model))
 
 
-# Importing the registrations here keeps `polyformer.train.models` the one place to look up.
-from polyformer.train import families as _families  # noqa: E402,F401  (registers gpt, igpt, vit, ...)
+# The registrations (gpt, igpt, vit, bert) load with the registry, so that looking a family up
+# never depends on what else was imported first.
+importlib.import_module("polyformer.train.families")
