@@ -168,23 +168,26 @@ def main(argv: list[str] | None = None) -> int:
             count, repeats, batch_sizes = args.sentences, args.repeats, args.batch_sizes
         texts = sentences(count)
         classifier = classifier_folder(encoder, root)
-        records = []
+        records: list[dict[str, Any]] = []
+
+        def report(record: dict[str, Any]) -> None:  # print as measured: a long run shows its progress
+            record.update(threads=args.threads, model="tiny-random-bert" if args.quick else Path(encoder).name)
+            records.append(record)
+            print(json.dumps(record), flush=True)
+
         for batch_size in batch_sizes:
             for as_tensors in (False, True):
                 ours = polyformer.pipeline("feature-extraction", model=encoder, batch_size=batch_size,
                                            return_tensors=as_tensors)
                 theirs = transformers.pipeline("feature-extraction", model=str(encoder), batch_size=batch_size,
                                                return_tensors=as_tensors)
-                records.append(measure("feature-extraction", texts, batch_size, lambda: ours(texts),
+                report(measure("feature-extraction", texts, batch_size, lambda: ours(texts),
                                        lambda: theirs(texts), hidden_difference, repeats,
                                        output="tensors" if as_tensors else "lists"))
             ours = polyformer.pipeline("text-classification", model=classifier, batch_size=batch_size)
             theirs = transformers.pipeline("text-classification", model=str(classifier), batch_size=batch_size)
-            records.append(measure("text-classification", texts, batch_size, lambda: ours(texts, top_k=None),
+            report(measure("text-classification", texts, batch_size, lambda: ours(texts, top_k=None),
                                    lambda: theirs(texts, top_k=None), score_difference, repeats, output="scores"))
-        for record in records:
-            record.update(threads=args.threads, model=Path(encoder).name if not args.quick else "tiny-random-bert")
-            print(json.dumps(record))
     return 0
 
 
