@@ -201,3 +201,18 @@ def test_trainer_runs_masked_lm(tmp_path, spec):
 def test_unknown_family_names_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown model family 'clip'; known families: bert, gpt, igpt, vit"):
         build_model(ModelSpec("clip"), 10)
+
+
+def test_a_vit_position_table_is_not_decayed():
+    from polyformer.train.models import no_decay_names
+    from polyformer.train.optim import build_optimizer
+
+    spec = ModelSpec("vit", {"image_size": 8, "patch_size": 4, "num_channels": 1, "d_model": 16, "n_layers": 1,
+                             "n_heads": 2, "d_ff": 32, "num_labels": 2})
+    model = build_model(spec, None)
+    decayed, kept = build_optimizer(model, TrainConfig(warmup_steps=0), no_decay_names(spec)).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] > 0 and kept["weight_decay"] == 0
+    assert "vit.embeddings.position_embeddings" in {names[id(p)] for p in kept["params"]}
+    assert {names[id(p)] for p in decayed["params"]} == {n for n, p in model.named_parameters()
+                                                         if p.ndim >= 2 and n != "vit.embeddings.position_embeddings"}

@@ -74,6 +74,7 @@ register_family(Family(
     # Patch projection, class token and position table play the part of a text model's embeddings.
     count=lambda model: count_by_prefix(model, ("vit.embeddings.",)),
     tokens_per_example=lambda model: model.config.num_patches + 1,  # patches and the class token
+    no_decay=("vit.embeddings.position_embeddings",),
 ))
 
 

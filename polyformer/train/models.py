@@ -84,6 +84,8 @@ class Family:
     count: Callable[[nn.Module], tuple[int, int]] | None = None
     #: tokens one example stands for (None: the data or the task says)
     tokens_per_example: Callable[[nn.Module], int] | None = None
+    #: parameters AdamW does not decay although they are matrices (a ViT's position table)
+    no_decay: tuple[str, ...] = ()
     #: config fields the training sequence length decides (GPT: a position table of seq_len)
     seq_len_config: Callable[[int], dict[str, Any]] | None = None
 
@@ -162,6 +164,12 @@ def count_by_prefix(model: nn.Module, prefixes: tuple[str, ...]) -> tuple[int, i
         if name.startswith(prefixes):
             embedding += parameter.numel()
     return total, total - embedding
+
+
+def no_decay_names(spec: ModelSpec | None) -> tuple[str, ...]:
+    """Matrices of ``spec``'s family that weight decay leaves alone (none for user families)."""
+    family = None if spec is None else FAMILIES.get(spec.family)
+    return () if family is None else tuple(family.no_decay)
 
 
 def tokens_per_example(spec: ModelSpec, model: nn.Module) -> int | None:

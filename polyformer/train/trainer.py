@@ -27,7 +27,7 @@ from polyformer.train import distributed as D
 from polyformer.train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
 from polyformer.train.config import TrainConfig, resume_mismatches
 from polyformer.train.metrics import MetricsLog
-from polyformer.train.models import ModelSpec, build_model, tokens_per_example
+from polyformer.train.models import ModelSpec, build_model, no_decay_names, tokens_per_example
 from polyformer.train.optim import build_optimizer
 from polyformer.train.rng import capture_rng, restore_rng
 from polyformer.train.schedule import learning_rate
@@ -82,7 +82,7 @@ class Trainer:
         self.sampler = self.task.sampler(train_data, config, self.dist.rank, self.dist.world_size)
         # a validation split too small for one batch is refused now, not after training
         next(iter(self.task.eval_batches(val_data, config, self.dist.rank, self.dist.world_size)), None)
-        self.optimizer = build_optimizer(model, config)
+        self.optimizer = build_optimizer(model, config, no_decay_names(model_spec))
         per_example = self.task.tokens_per_example(train_data, config)
         if per_example is None and model_spec is not None:
             per_example = tokens_per_example(model_spec, model)
