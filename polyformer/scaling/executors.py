@@ -14,6 +14,7 @@ sweep's driver alone writes the run store, so a store never sees two writers.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from polyformer.errors import ConfigError
+from polyformer.train import ModelSpec, TrainConfig, train
+from polyformer.train.data import load_task_data
+from polyformer.train.metrics import read_metrics
 
 EXECUTORS = ("local", "ray")
 
@@ -55,20 +59,27 @@ _DATA_CACHE: dict[str, Any] = {}  # data loaded once per worker process, shared 
 
 def trial_data(task: str, data: str, options: dict[str, Any]) -> Any:
     """The :class:`~polyformer.train.data.TaskData` of a trial (cached in this process)."""
-    import json
-
-    from polyformer.train.data import load_task_data
-
     key = json.dumps([task, data, options], sort_keys=True)
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = load_task_data(task, data, options)
     return _DATA_CACHE[key]
 
 
+def curve_from_metrics(path: Path) -> list[dict[str, Any]]:
+    """The store's curve rows from a run's metrics.jsonl (train losses per step, eval losses)."""
+    points = []
+    for record in read_metrics(path):
+        if record.get("kind") == "train":
+            points.append({"step": record["step"], "kind": "train", "tokens": record["tokens"],
+                           "loss": record["loss"], "lr": record.get("lr")})
+        elif record.get("kind") == "eval":
+            points.append({"step": record["step"], "kind": "eval", "tokens": record["tokens"],
+                           "loss": record["val_loss"], "lr": None})
+    return points
+
+
 def run_trial(trial: Trial, progress: bool = False) -> TrialOutcome:
     """Train one trial (resuming from its checkpoints when it has some); never raises for a failed run."""
-    from polyformer.scaling.sweep import curve_from_metrics
-    from polyformer.train import ModelSpec, TrainConfig, train
 
     try:
         spec = ModelSpec.from_dict(trial.spec)

@@ -38,7 +38,6 @@ from polyformer.train import ModelSpec, TrainConfig, build_model, count_paramete
 from polyformer.train.config import RESUME_FREE_FIELDS
 from polyformer.train.data import TOKEN_TASKS, TaskData, load_task_data
 from polyformer.train.models import config_defaults, family_of, tokens_per_example
-from polyformer.train.metrics import read_metrics
 
 
 @dataclass(frozen=True)
@@ -324,19 +323,6 @@ def run_sweep(plan: SweepPlan, data: str | Path, store_path: str | Path, sweep: 
             log(f"    {run.name}: validation loss {outcome.final_val_loss:.4f} ({outcome.seconds:.0f} s)")
         records = store.runs(sweep=sweep)
     return SweepResult(sweep, records, trained, skipped, failed, time.perf_counter() - began)
-
-
-def curve_from_metrics(path: Path) -> list[dict[str, Any]]:
-    """The store's curve rows from a run's metrics.jsonl (train losses per step, eval losses)."""
-    points = []
-    for record in read_metrics(path):
-        if record.get("kind") == "train":
-            points.append({"step": record["step"], "kind": "train", "tokens": record["tokens"],
-                           "loss": record["loss"], "lr": record.get("lr")})
-        elif record.get("kind") == "eval":
-            points.append({"step": record["step"], "kind": "eval", "tokens": record["tokens"],
-                           "loss": record["val_loss"], "lr": None})
-    return points
 
 
 def read_plan(path: str | Path) -> SweepPlan:
