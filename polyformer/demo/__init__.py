@@ -14,6 +14,7 @@ SECTION_MODULES: tuple[str, ...] = (
     "polyformer.demo.scaling_section",
     "polyformer.demo.image_scaling_section",
     "polyformer.demo.vision_section",
+    "polyformer.demo.text_section",
     "polyformer.demo.lm_section",
     "polyformer.demo.lra_section",
 )
