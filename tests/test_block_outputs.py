@@ -12,6 +12,7 @@ from polyformer.attention.reference import attention_probabilities
 from polyformer.errors import ConfigError, ShapeError
 from polyformer.models.vit_convert import vit_model_key_map
 from polyformer.transformer import Decoder, Encoder, TransformerConfig
+from _random_weights import randomise
 
 transformers = pytest.importorskip("transformers")
 
@@ -19,11 +20,7 @@ D, HEADS, LAYERS, FF = 32, 4, 2, 64
 ATOL = 1e-5
 
 
-def _randomise(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0 if name.endswith("weight") and p.dim() == 1 else 0.0, 0.2)
-    return model.eval()
+_randomise = randomise
 
 
 def _eager(config):

@@ -6,6 +6,7 @@ import torch
 from polyformer.errors import ConfigError, ShapeError
 from polyformer.compose import TwoStreamEncoder
 from polyformer.transformer import TransformerConfig
+from _random_weights import randomise
 
 transformers = pytest.importorskip("transformers")
 
@@ -14,11 +15,7 @@ L_LAYERS, R_LAYERS, X_LAYERS = 2, 1, 2
 WB = ("weight", "bias")
 
 
-def _randomise(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0 if name.endswith("weight") and p.dim() == 1 else 0.0, 0.2)
-    return model.eval()
+_randomise = randomise
 
 
 def _bert_layer(theirs, ours):

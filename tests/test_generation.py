@@ -21,6 +21,7 @@ from polyformer.generation import (
     trim_at_stop,
 )
 from polyformer.models.gpt import GPTConfig, GPTLMHeadModel
+from _random_weights import randomise
 
 transformers = pytest.importorskip("transformers")
 
@@ -28,10 +29,7 @@ VOCAB = 61
 
 
 def _randomise(model, std=0.3):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0 if name.endswith("weight") and p.dim() == 1 else 0.0, std)
-    return model.eval()
+    return randomise(model, std)
 
 
 def _hf_pair(variant, tmp_path):

@@ -8,6 +8,7 @@ import torch
 
 import polyformer
 from polyformer.models.gpt import GPTConfig, GPTLMHeadModel
+from _random_weights import randomise
 
 transformers = pytest.importorskip("transformers")
 
@@ -15,13 +16,7 @@ VOCAB, D, HEADS = 61, 32, 4
 ATOL = 1e-4
 
 
-def _randomise(model):
-    """Weights of a visible size everywhere (norm scales around 1), so a wrong mapping shows."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            is_norm_scale = name.endswith("weight") and p.dim() == 1
-            p.normal_(1.0 if is_norm_scale else 0.0, 0.2)
-    return model.eval()
+_randomise = randomise
 
 
 def _gpt2(**extra):

@@ -8,18 +8,14 @@ import torch
 import polyformer
 from polyformer.errors import CheckpointError, ConfigError, ShapeError
 from polyformer.models.igpt import ImageGPTConfig, ImageGPTForCausalImageModeling, ImageGPTForImageClassification
+from _random_weights import randomise
 
 transformers = pytest.importorskip("transformers")
 ATOL = 1e-4
 
 
 def _randomise(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            is_norm_scale = name.endswith("weight") and p.dim() == 1
-            p.normal_(1.0 if is_norm_scale else 0.0, 0.2)
-    return model.eval()
+    return randomise(model, seed=0)
 
 
 def _hf(cls_name, tmp_path, **kwargs):

@@ -8,16 +8,13 @@ import pytest
 import torch
 
 import polyformer
+from _random_weights import randomise
 
 transformers = pytest.importorskip("transformers")
 ATOL = 1e-4
 
 
-def _randomise(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0 if name.endswith("weight") and p.dim() == 1 else 0.0, 0.2)
-    return model.eval()
+_randomise = randomise
 
 
 def _hf_and_ours(hf_model, tmp_path):

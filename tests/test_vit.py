@@ -9,19 +9,14 @@ import polyformer
 from polyformer.convert import load_state_dict, save_state_dict
 from polyformer.errors import CheckpointError, ConfigError, ShapeError
 from polyformer.models.vit import ViTConfig, ViTForImageClassification, ViTModel
+from _random_weights import randomise
 
 transformers = pytest.importorskip("transformers")
 ATOL = 1e-4
 
 
 def _randomise(model):
-    """Random weights everywhere (norm scales near 1), so a wrongly mapped tensor shows."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            is_norm_scale = name.endswith("weight") and p.dim() == 1
-            p.normal_(1.0 if is_norm_scale else 0.0, 0.2)
-    return model.eval()
+    return randomise(model, seed=0)
 
 
 def _hf_classifier(tmp_path, **kwargs):
