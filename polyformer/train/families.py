@@ -8,31 +8,39 @@ entry here.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from torch import nn
 
 from polyformer.errors import ConfigError
-from polyformer.train.models import Family, count_by_prefix, register_family
+from polyformer.train.models import Builder, Family, count_by_prefix, register_family
 
 
-def _make(config_class: type, model_class: type, values: dict[str, Any], family: str) -> nn.Module:
-    try:
-        return model_class(config_class(**values))
-    except TypeError as error:
-        raise ConfigError(f"model config for {family!r}: {error}") from None
+def _builder(module: str, config_name: str, model_name: str, family: str, size_field: str = "vocab_size") -> Builder:
+    """A builder that imports ``polyformer.models.<module>`` on first use (training must not load
+    every family) and fills ``size_field`` with the size the data decides: the vocabulary always,
+    the number of classes only when the config names no labels of its own."""
+
+    def build(config: dict[str, Any], size: int | None) -> nn.Module:
+        classes = importlib.import_module(f"polyformer.models.{module}")
+        values = dict(config)
+        if size is not None:
+            if size_field == "vocab_size":
+                values["vocab_size"] = size
+            elif "id2label" not in values:
+                values.setdefault(size_field, size)
+        try:
+            return getattr(classes, model_name)(getattr(classes, config_name)(**values))
+        except TypeError as error:
+            raise ConfigError(f"model config for {family!r}: {error}") from None
+
+    return build
 
 
 # ----- GPT: causal language model on a token stream --------------------------------------------------
-def _build_gpt(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
-    from polyformer.models.gpt import GPTConfig, GPTLMHeadModel
-
-    values = dict(config) if vocab_size is None else {**config, "vocab_size": vocab_size}
-    return _make(GPTConfig, GPTLMHeadModel, values, "gpt")
-
-
 register_family(Family(
-    name="gpt", build=_build_gpt, task="next-token",
+    name="gpt", build=_builder("gpt", "GPTConfig", "GPTLMHeadModel", "gpt"), task="next-token",
     description="GPT-2 / GPT-Neo / GPT-J causal language model (next-token on a prepared token folder)",
     # A position table exactly as long as the training sequences.
     seq_len_config=lambda seq_len: {"n_positions": seq_len},
@@ -40,15 +48,8 @@ register_family(Family(
 
 
 # ----- iGPT: next pixel of palette-quantised images -------------------------------------------------
-def _build_igpt(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
-    from polyformer.models.igpt import ImageGPTConfig, ImageGPTForCausalImageModeling
-
-    values = dict(config) if vocab_size is None else {**config, "vocab_size": vocab_size}
-    return _make(ImageGPTConfig, ImageGPTForCausalImageModeling, values, "igpt")
-
-
 register_family(Family(
-    name="igpt", build=_build_igpt, task="next-pixel",
+    name="igpt", build=_builder("igpt", "ImageGPTConfig", "ImageGPTForCausalImageModeling", "igpt"), task="next-pixel",
     description="Image GPT: next pixel of palette-quantised images (data: mnist)",
     count=lambda model: count_by_prefix(model, ("transformer.wte.", "transformer.wpe.")),
     tokens_per_example=lambda model: model.config.n_positions,  # one token per pixel
@@ -56,17 +57,8 @@ register_family(Family(
 
 
 # ----- ViT: image classification -----------------------------------------------------------------------
-def _build_vit(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
-    from polyformer.models.vit import ViTConfig, ViTForImageClassification
-
-    values = dict(config)
-    if vocab_size is not None and "id2label" not in values:
-        values.setdefault("num_labels", vocab_size)
-    return _make(ViTConfig, ViTForImageClassification, values, "vit")
-
-
 register_family(Family(
-    name="vit", build=_build_vit, task="classification",
+    name="vit", build=_builder("vit", "ViTConfig", "ViTForImageClassification", "vit", size_field="num_labels"), task="classification",
     description="Vision Transformer image classifier (data: mnist)",
     # ViT's MLP is 4x wide (Dosovitskiy et al.'s ratio) on every rung of a sweep.
     size_config=lambda n_layers, d_model, n_heads: {"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads,
@@ -79,15 +71,8 @@ register_family(Family(
 
 
 # ----- BERT: masked language model on a token stream ------------------------------------------------
-def _build_bert(config: dict[str, Any], vocab_size: int | None) -> nn.Module:
-    from polyformer.models.bert import BertConfig, BertForMaskedLM
-
-    values = dict(config) if vocab_size is None else {**config, "vocab_size": vocab_size}
-    return _make(BertConfig, BertForMaskedLM, values, "bert")
-
-
 register_family(Family(
-    name="bert", build=_build_bert, task="masked-lm",
+    name="bert", build=_builder("bert", "BertConfig", "BertForMaskedLM", "bert"), task="masked-lm",
     description="BERT with its masked-LM head (task_options: mask_token_id, the tokenizer's [MASK])",
     seq_len_config=lambda seq_len: {"max_position_embeddings": seq_len},
     # word, position and token-type tables (and their norm) are the embeddings
