@@ -137,20 +137,10 @@ class AttentionMechanism(nn.Module):
         q_offset: int | None = None,
     ) -> Tensor:
         """Attend queries ``q`` to keys ``k`` / values ``v``; see the module docstring for shapes."""
-        key_padding_mask = check_inputs(self.name, q, k, v, key_padding_mask, bias)
-        if bias is not None and not self.supports_bias:
-            raise ShapeError(
-                f"attention {self.name!r} does not accept an additive bias; "
-                f"use one of {', '.join(mechanisms_with('supports_bias'))}, which do"
-            )
+        key_padding_mask, q_offset = self._checked_call(q, k, v, causal, key_padding_mask, bias, score_mod, q_offset)
         # Only mechanisms that take a score function see the keyword, so the others keep the
         # plain ``attend`` signature.
-        extra: dict[str, Any] = {}
-        if score_mod is not None:
-            self._check_score_mod_support()
-            extra["score_mod"] = score_mod
-        if q_offset is None:
-            q_offset = k.shape[-2] - q.shape[-2] if causal else 0
+        extra: dict[str, Any] = {} if score_mod is None else {"score_mod": score_mod}
         if scale is None:
             scale = 1.0 / math.sqrt(q.shape[-1])
         return self.attend(
@@ -158,12 +148,23 @@ class AttentionMechanism(nn.Module):
             q_offset=q_offset, **extra,
         )
 
-    def _check_score_mod_support(self) -> None:
-        if not self.supports_score_mod:
+    def _checked_call(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, key_padding_mask: Tensor | None,
+                      bias: Tensor | None, score_mod: Any, q_offset: int | None) -> tuple[Tensor | None, int]:
+        """The checks every call goes through; returns the bool padding mask and the query offset."""
+        key_padding_mask = check_inputs(self.name, q, k, v, key_padding_mask, bias)
+        if bias is not None and not self.supports_bias:
+            raise ShapeError(
+                f"attention {self.name!r} does not accept an additive bias; "
+                f"use one of {', '.join(mechanisms_with('supports_bias'))}, which do"
+            )
+        if score_mod is not None and not self.supports_score_mod:
             raise ConfigError(
                 f"attention {self.name!r} does not take a score function (score_mod); use one of "
                 f"{', '.join(mechanisms_with('supports_score_mod'))}, which do"
             )
+        if q_offset is None:
+            q_offset = k.shape[-2] - q.shape[-2] if causal else 0
+        return key_padding_mask, q_offset
 
     # -- probabilities ----------------------------------------------------------------------------
     def dense_mask(
@@ -204,14 +205,8 @@ class AttentionMechanism(nn.Module):
         from polyformer.attention.reference import attention_probabilities
 
         # k stands in for v: only the score side is checked here.
-        key_padding_mask = check_inputs(self.name, q, k, k, key_padding_mask, bias)
-        if bias is not None and not self.supports_bias:
-            raise ShapeError(f"attention {self.name!r} does not accept an additive bias")
-        if score_mod is not None:
-            self._check_score_mod_support()
+        key_padding_mask, q_offset = self._checked_call(q, k, k, causal, key_padding_mask, bias, score_mod, q_offset)
         n_q, n_k = q.shape[-2], k.shape[-2]
-        if q_offset is None:
-            q_offset = n_k - n_q if causal else 0
         allowed = self.dense_mask(n_q, n_k, q.shape[1], q_offset, q.device)
         score_mod = self.resolve_score_mod(score_mod, q.shape[1])
         return attention_probabilities(
