@@ -22,7 +22,8 @@ from polyformer.processors.base import KINDS, missing_files_error, model_type_of
 __all__ = ["AutoImageProcessor", "AutoProcessor", "AutoTokenizer", "PROCESSOR_MODULES", "processor_class"]
 
 #: modules whose import registers processors (imported on first lookup)
-PROCESSOR_MODULES = ["polyformer.processors.text", "polyformer.processors.wordpiece", "polyformer.processors.image"]
+PROCESSOR_MODULES = ["polyformer.processors.text", "polyformer.processors.wordpiece", "polyformer.processors.image",
+                     "polyformer.processors.clip"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 # the class a tokenizer.json's model section implies when nothing else names one
