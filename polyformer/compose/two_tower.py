@@ -1,7 +1,8 @@
 """Two towers, one embedding space (CLIP, ALIGN, CLAP): projections, a learnable temperature, a symmetric loss.
 
-Each tower is any module returning pooled features (B, width); this module owns only what joins
-them, as open_clip's ``CLIP`` does::
+Each tower is any module returning pooled features (B, width), or an output whose
+``pooler_output`` holds them (the tower's whole output is then kept, e.g. for its hidden states);
+this module owns only what joins them, as open_clip's ``CLIP`` does::
 
     model = TwoTower(vision_encoder, text_encoder, dim_a=768, dim_b=512, embed_dim=512)
     out = model(pixel_values, {"input_ids": ids, "attention_mask": mask}, return_loss=True)
@@ -49,7 +50,8 @@ class TwoTowerOutput:
     """Similarity logits both ways, the normalised embeddings, the pooled features, the loss.
 
     ``logits_per_a`` is (Na, Nb) and ``logits_per_b`` its transpose; ``embeds_*`` are unit-length
-    projections; ``features_*`` the towers' pooled outputs before projection.
+    projections; ``features_*`` the towers' pooled outputs before projection; ``outputs_*`` the
+    towers' whole outputs when they returned more than a tensor (None otherwise).
     """
 
     logits_per_a: Tensor
@@ -59,6 +61,8 @@ class TwoTowerOutput:
     features_a: Tensor
     features_b: Tensor
     loss: Tensor | None = None
+    outputs_a: Any = None
+    outputs_b: Any = None
 
 
 def _call(tower: nn.Module, inputs: Any) -> Tensor:
@@ -108,11 +112,11 @@ class TwoTower(nn.Module):
 
     def features_a(self, inputs: Any) -> Tensor:
         """Tower a's pooled features, projected (not normalised; CLIP's ``get_image_features``)."""
-        return self.proj_a(self._pooled(self.tower_a, inputs, "a"))
+        return self.proj_a(self._pooled(self.tower_a, inputs, "a")[0])
 
     def features_b(self, inputs: Any) -> Tensor:
         """Tower b's pooled features, projected (not normalised; CLIP's ``get_text_features``)."""
-        return self.proj_b(self._pooled(self.tower_b, inputs, "b"))
+        return self.proj_b(self._pooled(self.tower_b, inputs, "b")[0])
 
     def scale(self) -> Tensor:
         """exp(logit_scale), clamped to ``max_logit_scale``."""
@@ -133,8 +137,8 @@ class TwoTower(nn.Module):
         Inputs are passed to the towers as they are (a dict as keywords, a tuple as positional
         arguments). ``return_loss`` adds :func:`contrastive_loss` (needs equal batch sizes).
         """
-        pooled_a = self._pooled(self.tower_a, inputs_a, "a")
-        pooled_b = self._pooled(self.tower_b, inputs_b, "b")
+        pooled_a, outputs_a = self._pooled(self.tower_a, inputs_a, "a")
+        pooled_b, outputs_b = self._pooled(self.tower_b, inputs_b, "b")
         embeds_a = F.normalize(self.proj_a(pooled_a), dim=-1)
         embeds_b = F.normalize(self.proj_b(pooled_b), dim=-1)
         logits_per_a = self.scale() * embeds_a @ embeds_b.t()  # (Na, Nb)
@@ -149,19 +153,23 @@ class TwoTower(nn.Module):
         return TwoTowerOutput(
             logits_per_a=logits_per_a, logits_per_b=logits_per_a.t(), embeds_a=embeds_a,
             embeds_b=embeds_b, features_a=pooled_a, features_b=pooled_b, loss=loss,
+            outputs_a=outputs_a, outputs_b=outputs_b,
         )
 
-    def _pooled(self, tower: nn.Module, inputs: Any, which: str) -> Tensor:
-        pooled = _call(tower, inputs)
+    def _pooled(self, tower: nn.Module, inputs: Any, which: str) -> tuple[Tensor, Any]:
+        """(pooled features, the tower's whole output or None when it returned just the tensor)."""
+        output = _call(tower, inputs)
+        pooled, whole = (output, None) if isinstance(output, Tensor) else (getattr(output, "pooler_output", None), output)
         projection = self.proj_a if which == "a" else self.proj_b
         if not isinstance(pooled, Tensor):
             raise ConfigError(
-                f"TwoTower: tower {which} must return pooled features as a tensor (batch, width), "
-                f"got {type(pooled).__name__}; wrap it to return e.g. its pooler output"
+                f"TwoTower: tower {which} must return pooled features as a tensor (batch, width) or an "
+                f"output with a pooler_output tensor, got {type(output).__name__}; wrap it to return e.g. "
+                "its pooler output"
             )
         if pooled.dim() != 2 or pooled.shape[-1] != projection.in_features:
             raise ShapeError(
                 f"TwoTower: tower {which} must return (batch, {projection.in_features}) pooled "
                 f"features, got {tuple(pooled.shape)}"
             )
-        return pooled
+        return pooled, whole

@@ -18,6 +18,9 @@ FAMILY_MODULES: dict[str, str] = {
     "vit": "polyformer.models.vit",
     "imagegpt": "polyformer.models.igpt",
     "bert": "polyformer.models.bert",
+    "clip": "polyformer.models.clip",
+    "clip_text_model": "polyformer.models.clip",
+    "clip_vision_model": "polyformer.models.clip",
 }
 
 _REGISTRY: dict[str, list[type[PretrainedModel]]] = {}

@@ -21,6 +21,9 @@ from torch import Tensor
 __all__ = [
     "BaseModelOutput",
     "BaseModelOutputWithPooling",
+    "CLIPOutput",
+    "CLIPTextModelOutput",
+    "CLIPVisionModelOutput",
     "CausalLMOutput",
     "ImageClassifierOutput",
     "LazyLogitsCausalLMOutput",
@@ -154,5 +157,44 @@ class MaskedLMOutput(ModelOutput):
 
     loss: Tensor | None = None
     logits: Tensor = None  # type: ignore[assignment]
+    hidden_states: Hidden = None
+    attentions: Hidden = None
+
+
+@dataclass
+class CLIPOutput(ModelOutput):
+    """A contrastive image-text model's output (Hugging Face ``CLIPOutput``).
+
+    ``logits_per_image`` (images, texts): scaled cosine similarities, ``logits_per_text`` its
+    transpose; ``text_embeds`` / ``image_embeds``: unit-length projections; ``loss``: the symmetric
+    contrastive loss when asked for; ``text_model_output`` / ``vision_model_output``: the towers'
+    :class:`BaseModelOutputWithPooling` (hidden states and attentions live there).
+    """
+
+    loss: Tensor | None = None
+    logits_per_image: Tensor = None  # type: ignore[assignment]
+    logits_per_text: Tensor = None  # type: ignore[assignment]
+    text_embeds: Tensor = None  # type: ignore[assignment]
+    image_embeds: Tensor = None  # type: ignore[assignment]
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+
+@dataclass
+class CLIPTextModelOutput(ModelOutput):
+    """A text tower with a projection: ``text_embeds`` (B, projection_dim, not normalised) and the states."""
+
+    text_embeds: Tensor = None  # type: ignore[assignment]
+    last_hidden_state: Tensor = None  # type: ignore[assignment]
+    hidden_states: Hidden = None
+    attentions: Hidden = None
+
+
+@dataclass
+class CLIPVisionModelOutput(ModelOutput):
+    """An image tower with a projection: ``image_embeds`` (B, projection_dim, not normalised) and the states."""
+
+    image_embeds: Tensor = None  # type: ignore[assignment]
+    last_hidden_state: Tensor = None  # type: ignore[assignment]
     hidden_states: Hidden = None
     attentions: Hidden = None
