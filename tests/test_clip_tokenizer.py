@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from tokenizers import pre_tokenizers
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.processors import AutoTokenizer, CLIPTokenizer
@@ -189,7 +190,7 @@ def test_openai_vocabulary_has_clips_size_and_known_ids():
     alphabet = byte_alphabet()
     assert [vocab[c] for c in alphabet] == list(range(256))
     assert [vocab[c + "</w>"] for c in alphabet] == list(range(256, 512))
-    assert len(set(alphabet)) == 256 and set(alphabet) == set(__import__("tokenizers").pre_tokenizers.ByteLevel.alphabet())
+    assert len(set(alphabet)) == 256 and set(alphabet) == set(pre_tokenizers.ByteLevel.alphabet())
 
 
 def test_missing_wheel_or_file_names_the_install_command(monkeypatch, tmp_path):

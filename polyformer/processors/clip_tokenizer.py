@@ -196,7 +196,8 @@ class CLIPTokenizer(TokenizerBase):
         ``tokenizer_config.json`` / ``special_tokens_map.json``; keyword arguments override them.
 
         The pipeline is always CLIP's own (as ``transformers`` rebuilds it too); from a
-        ``tokenizer.json`` only the vocabulary and merges are taken.
+        ``tokenizer.json`` only the vocabulary and merges are taken. A folder whose files give no
+        ``model_max_length`` gets CLIP's 77 (``transformers`` would set no limit there).
         """
         folder = Path(folder)
         settings = _settings(folder)
