@@ -199,3 +199,12 @@ def test_bad_inputs_are_named_with_their_fix():
         model(**{**batch, "attention_mask": torch.ones(3, 5)})
     with pytest.raises(ConfigError, match="needs both input_ids and pixel_values.*get_image_features"):
         model(pixel_values=batch["pixel_values"])
+
+
+def test_module_docstring_example_holds():
+    import doctest
+
+    from polyformer.models import clip
+
+    result = doctest.testmod(clip)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,12 +1,13 @@
 """CLIP (Radford et al. 2021): a text tower and an image tower trained so that matching pairs align.
 
 Each tower reduces its input to one vector (the text at its end-of-text token, the image at its
-class token, see :mod:`polyformer.models.clip_towers`); a linear projection without bias puts both
-into one space, and the similarity of an image and a text is ``exp(logit_scale)`` times the cosine
-of their projections. The towers are joined by the core's
+class token; the towers and their configs are in :mod:`polyformer.models.clip_towers`); a linear
+projection without bias puts both into one space, and the similarity of an image and a text is
+``exp(logit_scale)`` times the cosine of their projections. The towers are joined by the core's
 :class:`~polyformer.compose.two_tower.TwoTower` (tower a = vision, tower b = text).
 
->>> text = CLIPTextConfig(vocab_size=50, d_model=32, n_layers=1, n_heads=4, d_ff=64, max_position_embeddings=8, eos_token_id=49)
+>>> text = CLIPTextConfig(vocab_size=50, d_model=32, n_layers=1, n_heads=4, d_ff=64, max_position_embeddings=8,
+...                       eos_token_id=49)
 >>> vision = CLIPVisionConfig(d_model=48, n_layers=1, n_heads=4, d_ff=64, image_size=16, patch_size=8)
 >>> model = CLIPModel(CLIPConfig(text, vision, projection_dim=24)).eval()
 >>> out = model(input_ids=torch.tensor([[3, 4, 49], [5, 49, 49]]), pixel_values=torch.randn(3, 3, 16, 16))
@@ -28,22 +29,23 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
+import torch  # noqa: F401  (the example above uses it)
 from torch import Tensor, nn
 
 from polyformer.attention import AttentionSpec
 from polyformer.compose.two_tower import TwoTower
 from polyformer.convert.keymap import KeyMap
-from polyformer.errors import CheckpointError, ConfigError, ShapeError
+from polyformer.errors import ConfigError, ShapeError
 from polyformer.models import register_model
 from polyformer.models.base import FamilyConfig, PretrainedModel
 from polyformer.models.clip_convert import (
     clip_model_key_map, text_model_key_map, text_projection_key_map, vision_model_key_map, vision_projection_key_map,
 )
-from polyformer.models.clip_towers import CLIPTextTower, CLIPVisionTower, init_clip_weights
+from polyformer.models.clip_towers import (
+    CLIPTextConfig, CLIPTextTower, CLIPVisionConfig, CLIPVisionTower, init_clip_weights,
+)
 from polyformer.models.outputs import BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput
 from polyformer.options import require
-from polyformer.transformer import TransformerConfig
 
 __all__ = [
     "CLIPConfig", "CLIPModel", "CLIPTextConfig", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionConfig",
@@ -54,135 +56,6 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 # Configuration
 # ------------------------------------------------------------------------------------------------
-_TOWER_HF_NAMES: dict[str, str] = {
-    "d_model": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
-    "d_ff": "intermediate_size", "activation": "hidden_act", "norm_eps": "layer_norm_eps",
-    "initializer_range": "initializer_range", "initializer_factor": "initializer_factor",
-    "projection_dim": "projection_dim",
-}
-
-
-@dataclass
-class _CLIPTowerConfig(FamilyConfig):
-    """What both towers have: the core's uniform names (``d_model``, ``n_layers``, ``n_heads``,
-    ``d_ff``, ``activation``, ``norm_eps``, ``dropout``, ``attention``) and ``projection_dim`` (the
-    width of the ``…WithProjection`` models' output)."""
-
-    hf_constants: ClassVar[dict[str, Any]] = {"attention_dropout": 0.0}
-    own_fields: ClassVar[tuple[str, ...]] = ("attention", "dropout")
-
-    d_model: int = 512
-    n_layers: int = 12
-    n_heads: int = 8
-    d_ff: int = 2048
-    activation: str = "quick_gelu"
-    norm_eps: float = 1e-5
-    dropout: float = 0.0
-    attention: AttentionSpec = field(default_factory=AttentionSpec)
-    initializer_range: float = 0.02
-    initializer_factor: float = 1.0
-    projection_dim: int = 512
-
-    def check_tower(self) -> None:
-        """Coerce ``attention``; check sizes, activation and mechanism (through the core's config)."""
-        self.attention = AttentionSpec.coerce(self.attention)
-        self.check_positive("d_model", "n_layers", "n_heads", "d_ff", "projection_dim")
-        require(self.d_model % self.n_heads == 0,
-                f"{type(self).__name__}.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        self.transformer_config()
-
-    def transformer_config(self) -> TransformerConfig:
-        """The core's config: pre-norm layer-norm blocks with biases; a final norm only for the text tower."""
-        return TransformerConfig(
-            d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
-            norm_eps=self.norm_eps, activation=self.activation, attention=self.attention, dropout=self.dropout,
-            final_norm=isinstance(self, CLIPTextConfig),
-        )
-
-
-@dataclass
-class CLIPTextConfig(_CLIPTowerConfig):
-    """The text tower (HF ``clip_text_model``): the shared fields plus ``vocab_size``,
-    ``max_position_embeddings`` (77: the context), ``pad_token_id``, ``bos_token_id`` and
-    ``eos_token_id`` (where a text is pooled; 2 selects the legacy rule "at the largest id")."""
-
-    model_types: ClassVar[tuple[str, ...]] = ("clip_text_model",)
-    hf_names: ClassVar[dict[str, str]] = {
-        **_TOWER_HF_NAMES, "vocab_size": "vocab_size", "max_position_embeddings": "max_position_embeddings",
-        "pad_token_id": "pad_token_id", "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id",
-    }
-
-    vocab_size: int = 49408
-    max_position_embeddings: int = 77
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = 49406
-    eos_token_id: int | list[int] = 49407
-
-    def __post_init__(self) -> None:
-        self.check_tower()
-        self.check_positive("vocab_size", "max_position_embeddings")
-        eos = self.eos_token_id if isinstance(self.eos_token_id, (list, tuple)) else [self.eos_token_id]
-        require(len(eos) > 0 and all(isinstance(i, int) and 0 <= i < self.vocab_size for i in eos),
-                f"CLIPTextConfig.eos_token_id must be a token id (or list of ids) below vocab_size "
-                f"{self.vocab_size}, got {self.eos_token_id!r}")
-
-    @classmethod
-    def from_hf(cls, raw: dict[str, Any], where: str = "config.json"):
-        """Read a ``clip_text_model`` config, or the ``text_config`` of a whole ``clip`` one."""
-        return super().from_hf(_tower_dict(raw, "text_config", cls.model_types[0]), where)
-
-
-@dataclass
-class CLIPVisionConfig(_CLIPTowerConfig):
-    """The image tower (HF ``clip_vision_model``): the shared fields plus ``image_size`` (the
-    square side the position table was trained for), ``patch_size`` and ``num_channels``."""
-
-    model_types: ClassVar[tuple[str, ...]] = ("clip_vision_model",)
-    hf_names: ClassVar[dict[str, str]] = {
-        **_TOWER_HF_NAMES, "image_size": "image_size", "patch_size": "patch_size", "num_channels": "num_channels",
-    }
-
-    d_model: int = 768
-    n_heads: int = 12
-    d_ff: int = 3072
-    image_size: int = 224
-    patch_size: int = 32
-    num_channels: int = 3
-
-    def __post_init__(self) -> None:
-        self.image_size, self.patch_size = _side(self.image_size, "image_size"), _side(self.patch_size, "patch_size")
-        self.check_tower()
-        self.check_positive("image_size", "patch_size", "num_channels")
-        require(self.image_size >= self.patch_size,
-                f"CLIPVisionConfig.image_size ({self.image_size}) must be at least patch_size ({self.patch_size})")
-
-    @classmethod
-    def from_hf(cls, raw: dict[str, Any], where: str = "config.json"):
-        """Read a ``clip_vision_model`` config, or the ``vision_config`` of a whole ``clip`` one."""
-        return super().from_hf(_tower_dict(raw, "vision_config", cls.model_types[0]), where)
-
-
-def _side(value: Any, name: str) -> Any:
-    """CLIP's sizes are square: an int, or a [side, side] pair (which transformers also accepts)."""
-    if isinstance(value, (list, tuple)):
-        require(len(value) == 2 and value[0] == value[1],
-                f"CLIPVisionConfig.{name} must be square (one int), got {list(value)}")
-        return value[0]
-    return value
-
-
-def _tower_dict(raw: dict[str, Any], key: str, model_type: str) -> dict[str, Any]:
-    """A tower's ``config.json`` dict: itself, or the nested one of a ``clip`` config (whose
-    ``*_config_dict`` spelling, written by old transformers, wins as it does there)."""
-    if raw.get("model_type") != "clip":
-        return raw
-    nested = raw.get(key) or {}
-    old = raw.get(f"{key}_dict") or {}
-    if not isinstance(nested, dict) or not isinstance(old, dict):
-        raise CheckpointError(f"config.json: {key} must be a mapping, got {nested!r}")
-    return {**nested, **old, "model_type": model_type}
-
-
 @dataclass
 class CLIPConfig(FamilyConfig):
     """A whole CLIP (HF ``clip``): ``text_config``, ``vision_config`` (configs, or dicts of their
