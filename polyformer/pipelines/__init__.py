@@ -20,6 +20,7 @@ TASK_MODULES: dict[str, str] = {
     "question-answering": "polyformer.pipelines.question_answering",
     "fill-mask": "polyformer.pipelines.fill_mask",
     "feature-extraction": "polyformer.pipelines.feature_extraction",
+    "zero-shot-image-classification": "polyformer.pipelines.zero_shot_image_classification",
 }
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}
