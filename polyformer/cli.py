@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "polyformer.commands.train",
     "polyformer.commands.vision",
     "polyformer.commands.text",
+    "polyformer.commands.clip",
 )
 
 
