@@ -266,3 +266,72 @@ def test_transformers_configs_read_with_their_names(tmp_path):
     assert (config.projection_dim, text.d_model, text.n_layers, text.n_heads, text.d_ff) == (40, 24, 2, 2, 36)
     assert (text.activation, vision.activation, vision.num_channels) == ("gelu", "quick_gelu", 1)
     assert (text.max_position_embeddings, text.eos_token_id, vision.image_size, vision.patch_size) == (16, EOS, 32, 8)
+
+
+# -- one tower from a whole CLIPModel folder -----------------------------------------------------------
+TOWER_CLASSES = CLASSES[1:]
+
+
+@pytest.mark.parametrize("architecture", TOWER_CLASSES)
+@pytest.mark.parametrize("spec", [CONFIGS["quick_gelu-eos98"], CONFIGS["mixed-acts-grey"]],
+                         ids=["quick_gelu-eos98", "mixed-acts-grey"])
+def test_a_one_tower_class_loads_its_tower_from_a_whole_clip_folder(tmp_path, architecture, spec):
+    """As in transformers: the tower's config, weights and projection; the other tower is left out."""
+    whole = _save_hf(tmp_path, "CLIPModel", spec)
+    theirs = getattr(transformers, architecture).from_pretrained(str(tmp_path)).eval()
+    ours = getattr(polyformer, architecture).from_pretrained(tmp_path)
+    assert type(ours).__name__ == architecture and not ours.training
+    inputs = _inputs(architecture, spec)
+    with torch.no_grad():
+        _assert_same(ours(**inputs), theirs(**inputs), FIELDS[architecture])
+        if architecture.endswith("WithProjection"):  # the projection is the whole model's
+            is_text = "Text" in architecture
+            features = whole.get_text_features(**inputs) if is_text else whole.get_image_features(**inputs)
+            got = ours(**inputs).text_embeds if is_text else ours(**inputs).image_embeds
+            torch.testing.assert_close(got, features.pooler_output, atol=ATOL, rtol=ATOL)
+
+
+def test_a_projection_model_takes_the_clip_configs_projection_dim(tmp_path):
+    """A clip config.json whose towers' own projection_dim differs from the model's (transformers
+    keeps the tower's, so its ...WithProjection classes cannot load such a folder): the projection
+    weights are the model's width, and so is ours."""
+    spec = CONFIGS["quick_gelu-eos98"]
+    config = transformers.CLIPConfig(text_config={**_text_config(spec), "projection_dim": 7},
+                                     vision_config={**_vision_config(spec), "projection_dim": 512},
+                                     projection_dim=spec["projection_dim"])
+    whole = randomise(transformers.CLIPModel(config), seed=0)
+    whole.save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="mismatched"):  # why ours differs from transformers here
+        transformers.CLIPTextModelWithProjection.from_pretrained(str(tmp_path))
+    text, vision = _texts(), _images(spec)
+    with torch.no_grad():
+        got = polyformer.CLIPTextModelWithProjection.from_pretrained(tmp_path)(**text).text_embeds
+        torch.testing.assert_close(got, whole.get_text_features(**text).pooler_output, atol=ATOL, rtol=ATOL)
+        got = polyformer.CLIPVisionModelWithProjection.from_pretrained(tmp_path)(**vision).image_embeds
+        torch.testing.assert_close(got, whole.get_image_features(**vision).pooler_output, atol=ATOL, rtol=ATOL)
+    assert polyformer.CLIPTextModelWithProjection.from_pretrained(tmp_path).config.projection_dim == 20
+
+
+def test_a_tower_loaded_from_a_whole_clip_folder_is_still_strict(tmp_path):
+    """Only the other tower, the other projection and logit_scale are left out: a missing or
+    mis-shaped weight of the tower being loaded and a key no CLIP model has are still named."""
+    spec = CONFIGS["quick_gelu-eos98"]
+    _save_hf(tmp_path, "CLIPModel", spec)
+    state, _ = load_state_dict(tmp_path)
+    broken = {k: v for k, v in state.items() if k != "vision_model.post_layernorm.weight"}  # the other tower's
+    save_state_dict(broken, tmp_path / "model.safetensors")
+    polyformer.CLIPTextModelWithProjection.from_pretrained(tmp_path)  # the text model does not need it
+    broken = dict(state)
+    del broken["text_model.encoder.layers.1.mlp.fc2.weight"]
+    broken["text_projection.weight"] = torch.zeros(20, 31)
+    broken["text_model.pooler.weight"] = torch.zeros(2)
+    save_state_dict(broken, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError) as error:
+        polyformer.CLIPTextModelWithProjection.from_pretrained(tmp_path)
+    message = str(error.value)
+    assert "missing weights: text_model.decoder.layers.1.mlp.fc_out.weight" in message
+    assert "unexpected weights: text_model.pooler.weight" in message
+    assert "text_projection.weight (checkpoint (20, 31), model (20, 32))" in message
+    assert "vision" not in message and "logit_scale" not in message
+    with pytest.raises(CheckpointError, match="missing weights: text_model.decoder.layers.1.mlp.fc_out.weight"):
+        polyformer.CLIPTextModel.from_pretrained(tmp_path)

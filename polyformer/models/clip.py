@@ -15,12 +15,16 @@ projection without bias puts both into one space, and the similarity of an image
 (torch.Size([3, 2]), torch.Size([2, 24]))
 
 Loads and saves Hugging Face ``CLIPModel``, ``CLIPTextModel``, ``CLIPVisionModel`` and the
-``…WithProjection`` folders. Differences from ``transformers``, on purpose:
+``…WithProjection`` folders; a one-tower class also loads its tower (and projection) from a whole
+``CLIPModel`` folder, as in ``transformers``. Differences from ``transformers``, on purpose:
 
 * the temperature is clamped at 100 in the forward (``TwoTower.max_logit_scale``), as CLIP's
   training clips it; released checkpoints sit at ln(100) or below, so their outputs are unchanged;
 * a text longer than ``max_position_embeddings`` or without an end-of-text token raises an error
   naming the fix, where ``transformers`` fails obscurely or pools the first token.
+* a tower read from a whole ``CLIPModel`` config takes the model's ``projection_dim`` (the width of
+  its projection weights), where ``transformers`` keeps the tower's own and refuses the weights
+  when the two differ.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from polyformer.errors import ConfigError, ShapeError
 from polyformer.models import register_model
 from polyformer.models.base import FamilyConfig, PretrainedModel
 from polyformer.models.clip_convert import (
-    clip_model_key_map, text_model_key_map, text_projection_key_map, vision_model_key_map, vision_projection_key_map,
+    clip_model_key_map, one_tower_of_clip_model, text_model_key_map, text_projection_key_map, vision_model_key_map,
+    vision_projection_key_map,
 )
 from polyformer.models.clip_towers import (
     CLIPTextConfig, CLIPTextTower, CLIPVisionConfig, CLIPVisionTower, init_clip_weights,
@@ -121,6 +126,17 @@ class _StretchableText:
         require(isinstance(new_length, int) and new_length > 0,
                 f"stretch_text_context: new_length must be a positive integer, got {new_length!r}")
         self.text_model.stretch_context(new_length)
+
+
+class _OneTowerOfCLIP:
+    """Loading for the one-tower models: a whole ``CLIPModel`` checkpoint loads too, as in
+    ``transformers``; its other tower, other projection and temperature are left out."""
+
+    def load_hf_state_dict(self, hf_state: dict[str, Tensor], source: str = "the state dict", **options: Any) -> None:
+        """Load Hugging Face-named weights of this model, or of a whole ``CLIPModel``, strictly (see
+        :meth:`PretrainedModel.load_hf_state_dict`)."""
+        part = one_tower_of_clip_model(hf_state, self.key_map(self.config))  # type: ignore[attr-defined]
+        super().load_hf_state_dict(part, source, **options)  # type: ignore[misc]
 
 
 class CLIPModel(_StretchableText, PretrainedModel):
@@ -205,7 +221,7 @@ class CLIPModel(_StretchableText, PretrainedModel):
         return clip_model_key_map()
 
 
-class CLIPTextModel(_StretchableText, PretrainedModel):
+class CLIPTextModel(_StretchableText, _OneTowerOfCLIP, PretrainedModel):
     """The text tower alone (Hugging Face ``CLIPTextModel``): states and the end-of-text state as pooler output."""
 
     model_type: ClassVar[str] = "clip_text_model"
@@ -230,7 +246,7 @@ class CLIPTextModel(_StretchableText, PretrainedModel):
         return text_model_key_map()
 
 
-class CLIPTextModelWithProjection(_StretchableText, PretrainedModel):
+class CLIPTextModelWithProjection(_StretchableText, _OneTowerOfCLIP, PretrainedModel):
     """The text tower and its projection (Hugging Face ``CLIPTextModelWithProjection``)."""
 
     model_type: ClassVar[str] = "clip_text_model"
@@ -257,7 +273,7 @@ class CLIPTextModelWithProjection(_StretchableText, PretrainedModel):
         return text_projection_key_map()
 
 
-class CLIPVisionModel(PretrainedModel):
+class CLIPVisionModel(_OneTowerOfCLIP, PretrainedModel):
     """The image tower alone (Hugging Face ``CLIPVisionModel``): states and the normed class token."""
 
     model_type: ClassVar[str] = "clip_vision_model"
@@ -282,7 +298,7 @@ class CLIPVisionModel(PretrainedModel):
         return vision_model_key_map()
 
 
-class CLIPVisionModelWithProjection(PretrainedModel):
+class CLIPVisionModelWithProjection(_OneTowerOfCLIP, PretrainedModel):
     """The image tower and its projection (Hugging Face ``CLIPVisionModelWithProjection``)."""
 
     model_type: ClassVar[str] = "clip_vision_model"

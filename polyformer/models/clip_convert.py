@@ -14,14 +14,19 @@ Ours: a tower's blocks are the core's (``decoder.layers.{i}.attn.q_proj``, ``enc
 
 transformers 5 saves a bare ``CLIPTextModel`` / ``CLIPVisionModel`` without the tower prefix and
 transformers 4 with it; both load. Saving writes the prefixed form, which both versions read.
+
+A one-tower model also loads from a whole ``CLIPModel`` checkpoint (:func:`one_tower_of_clip_model`
+drops what it has no place for), as ``transformers``' one-tower classes do.
 """
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from polyformer.convert.keymap import KeyMap, Rule
 
 __all__ = [
-    "clip_model_key_map", "text_key_map", "text_model_key_map", "text_projection_key_map", "vision_key_map",
+    "clip_model_key_map", "one_tower_of_clip_model", "text_key_map", "text_model_key_map", "text_projection_key_map", "vision_key_map",
     "vision_model_key_map", "vision_projection_key_map",
 ]
 
@@ -105,3 +110,19 @@ def clip_model_key_map() -> KeyMap:
             Rule("logit_scale", "two_tower.logit_scale"),
         ]),
     )
+
+
+def one_tower_of_clip_model(hf_state: dict[str, Tensor], key_map: KeyMap) -> dict[str, Tensor]:
+    """The part of a whole ``CLIPModel`` checkpoint that a one-tower model with ``key_map`` loads.
+
+    A ``CLIPModel`` checkpoint (recognised by its ``logit_scale``) also holds the other tower, the
+    other projection and the temperature; those weights are dropped here. Keys that no CLIP model
+    has stay, so strict loading still names them, and a weight of the tower being loaded that is
+    missing or mis-shaped is still an error. Any other checkpoint is returned as it is.
+    """
+    if "logit_scale" not in hf_state:
+        return hf_state
+    _, not_ours = key_map.to_ours(hf_state)
+    _, not_clip = clip_model_key_map().to_ours({k: hf_state[k] for k in not_ours})
+    drop = set(not_ours) - set(not_clip)
+    return {k: v for k, v in hf_state.items() if k not in drop}

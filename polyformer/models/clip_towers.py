@@ -160,14 +160,20 @@ def _side(value: Any, name: str) -> Any:
 
 def _tower_dict(raw: dict[str, Any], key: str, model_type: str) -> dict[str, Any]:
     """A tower's ``config.json`` dict: itself, or the nested one of a ``clip`` config (whose
-    ``*_config_dict`` spelling, written by old transformers, wins as it does there)."""
+    ``*_config_dict`` spelling, written by old transformers, wins as it does there).
+
+    Inside a ``clip`` config the tower's ``projection_dim`` is the model's: that is the width of
+    the projections its weights hold. (``transformers`` keeps the tower's own value, 512 unless
+    set, and so cannot load a ``…WithProjection`` model from a folder where the two differ.)
+    """
     if raw.get("model_type") != "clip":
         return raw
     nested = raw.get(key) or {}
     old = raw.get(f"{key}_dict") or {}
     if not isinstance(nested, dict) or not isinstance(old, dict):
         raise CheckpointError(f"config.json: {key} must be a mapping, got {nested!r}")
-    return {**nested, **old, "model_type": model_type}
+    shared = {"projection_dim": raw["projection_dim"]} if raw.get("projection_dim") is not None else {}
+    return {**nested, **old, **shared, "model_type": model_type}
 
 
 # ------------------------------------------------------------------------------------------------
