@@ -30,8 +30,9 @@ def save_tiny_clip(folder: Path, *, image_size: int = 32, patch_size: int = 8, t
     """A random ``transformers.CLIPModel`` and its ``CLIPProcessor`` saved to ``folder``.
 
     ``processor_from``: copy the processor files of another such folder (building the tokenizer
-    takes seconds); its image size must be ``image_size``. Weights are drawn from ``seed`` with every parameter (the temperature included) away from its usual init, so that
-    parity tests see all of them.
+    takes seconds); its image size must be ``image_size``. Weights are drawn from ``seed``, every
+    parameter (the temperature included) moved away from its usual init, so that parity tests see
+    all of them.
     """
     import transformers
 

@@ -4,6 +4,7 @@ The embedding is a deterministic stand-in: the mean colour of each quadrant of t
 numbers), so every expected ranking can be computed directly from the pixels.
 """
 
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -298,14 +299,46 @@ def test_faiss_backend_matches_exact_or_says_how_to_install(tmp_path):
     build_index(images, tmp_path / "index", CountingEmbed(), "fp", shard_size=4, progress=False)
     index = ImageIndex.open(tmp_path / "index")
     queries = np.random.default_rng(3).random((2, 12))
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("faiss") is None:
         with pytest.raises(ConfigError, match="pip install faiss-cpu"):
             search_index(index, queries, top_k=3, backend="faiss")
         return
     exact, fast = search_index(index, queries, top_k=3), search_index(index, queries, top_k=3, backend="faiss")
     assert [[h.path for h in row] for row in exact] == [[h.path for h in row] for row in fast]
+
+
+class FlatInnerProduct:
+    """What the faiss backend uses of ``faiss.IndexFlatIP``, by brute force (faiss itself is optional)."""
+
+    def __init__(self, dim):
+        self.vectors = np.zeros((0, dim), np.float32)
+
+    def add(self, vectors):
+        assert vectors.dtype == np.float32 and vectors.flags.c_contiguous
+        self.vectors = np.concatenate([self.vectors, vectors])
+
+    def search(self, queries, k):
+        scores = queries @ self.vectors.T
+        rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, rows, 1), rows
+
+
+def test_faiss_backend_gets_every_shard_and_maps_rows_back_to_paths(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    images = tmp_path / "images"
+    images.mkdir()
+    make_images(images, 11)
+    build_index(images, tmp_path / "index", CountingEmbed(), "fp", shard_size=4, progress=False)
+    index = ImageIndex.open(tmp_path / "index")
+    monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=FlatInnerProduct))
+    queries = np.random.default_rng(4).random((3, 12))
+    for k in (1, 5, 11, 20):
+        fast, exact = search_index(index, queries, top_k=k, backend="faiss"), search_index(index, queries, top_k=k)
+        assert [[h.path for h in row] for row in fast] == [[h.path for h in row] for row in exact]
+        np.testing.assert_allclose([[h.score for h in row] for row in fast], [[h.score for h in row] for row in exact],
+                                   atol=1e-6)
 
 
 def test_model_fingerprint_follows_weights_and_preprocessing_not_file_headers(tmp_path):
