@@ -137,6 +137,27 @@ def test_our_preprocessor_config_loads_in_transformers(tmp_path):
     assert CLIPImageProcessor.from_pretrained(tmp_path) == ours
 
 
+def test_image_settings_inside_a_transformers5_processor_folder_load_here(tokenizer, tmp_path):
+    """transformers 5's CLIPProcessor writes no preprocessor_config.json: the image settings are the
+    ``image_processor`` section of processor_config.json, which every image processor loader reads."""
+    tokenizer.save_pretrained(tmp_path)
+    images = _hf_image_processor(size={"shortest_edge": 96}, crop_size={"height": 80, "width": 90})
+    transformers.CLIPProcessor(image_processor=images, tokenizer=transformers.CLIPTokenizer.from_pretrained(
+        str(tmp_path))).save_pretrained(str(tmp_path / "hf"))
+    assert not (tmp_path / "hf" / "preprocessor_config.json").exists()
+    expected = transformers.AutoImageProcessor.from_pretrained(str(tmp_path / "hf"))
+    batch = [_rgb(120, 150), _smooth(200, 100), _rgb(60, 90).convert("L")]
+    for ours in (AutoImageProcessor.from_pretrained(tmp_path / "hf"), CLIPImageProcessor.from_pretrained(tmp_path / "hf")):
+        assert type(ours) is CLIPImageProcessor and ours.crop_size == {"height": 80, "width": 90}
+        torch.testing.assert_close(ours(batch)["pixel_values"], expected(batch, return_tensors="pt")["pixel_values"],
+                                   atol=1e-5, rtol=0)
+    smaller = AutoImageProcessor.from_pretrained(tmp_path / "hf", crop_size={"height": 32, "width": 32})
+    assert smaller(batch)["pixel_values"].shape == (3, 3, 32, 32)
+    (tmp_path / "hf" / "processor_config.json").write_text(json.dumps({"processor_class": "CLIPProcessor"}))
+    with pytest.raises(DataError, match=r"preprocessor_config.json is missing \(it has processor_config.json"):
+        AutoImageProcessor.from_pretrained(tmp_path / "hf")
+
+
 # -- the combined processor ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tokenizer():

@@ -164,6 +164,29 @@ def test_config_round_trip_and_errors(tmp_path):
         load_image_processor(tmp_path / "nowhere")
 
 
+def test_settings_in_a_transformers5_processor_config_load(tmp_path):
+    """transformers 5 saves a combined processor's image settings as the ``image_processor`` section
+    of processor_config.json (no preprocessor_config.json); the loaders read them there."""
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat"]))
+    tokenizer = transformers.BertTokenizer(str(tmp_path / "vocab.txt"))
+    settings = dict(size={"height": 20, "width": 24}, resample=3)
+    transformers.TrOCRProcessor(image_processor=_hf_vit_processor(**settings), tokenizer=tokenizer).save_pretrained(
+        str(tmp_path / "hf"))
+    assert not (tmp_path / "hf" / "preprocessor_config.json").exists()
+    images = [_rgb(30, 40), _smooth_rgb(50, 20)]
+    expected = _hf_vit_processor(**settings)(images, return_tensors="pt")["pixel_values"]
+    for loaded in (load_image_processor(tmp_path / "hf"), ImageProcessor.from_pretrained(tmp_path / "hf")):
+        assert type(loaded) is ImageProcessor and loaded.size == settings["size"]
+        torch.testing.assert_close(loaded(images)["pixel_values"], expected, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="describes a processor without a palette, not a ImageGPTProcessor"):
+        ImageGPTProcessor.from_pretrained(tmp_path / "hf")
+    palette = ImageGPTProcessor(size={"height": 4, "width": 4}, clusters=np.linspace(-1, 1, 12).reshape(4, 3))
+    (tmp_path / "igpt").mkdir()
+    (tmp_path / "igpt" / "processor_config.json").write_text(json.dumps({"image_processor": palette.to_dict()}))
+    for loaded in (load_image_processor(tmp_path / "igpt"), ImageGPTProcessor.from_pretrained(tmp_path / "igpt")):
+        assert type(loaded) is ImageGPTProcessor and loaded.to_dict() == palette.to_dict()
+
+
 # -- iGPT palette -----------------------------------------------------------------------------------
 def test_imagegpt_tokens_match_transformers():
     clusters = fit_palette(RNG.uniform(-1, 1, (2000, 3)), 16, seed=1)

@@ -3,8 +3,9 @@ names, found the way Hugging Face's auto classes find it.
 
 Lookup order for a tokenizer: ``tokenizer_class`` in ``tokenizer_config.json``; else the
 ``model_type`` of ``config.json``; else the model inside ``tokenizer.json`` (WordPiece or BPE).
-For an image processor: ``image_processor_type`` in ``preprocessor_config.json``, else
-``model_type``. :class:`AutoProcessor` returns the combined processor when the folder names one
+For an image processor: ``image_processor_type`` in ``preprocessor_config.json`` (or, in a folder
+``transformers`` 5 wrote without that file, in the ``image_processor`` section of
+``processor_config.json``), else ``model_type``. :class:`AutoProcessor` returns the combined processor when the folder names one
 (``processor_class`` in ``processor_config.json`` or ``preprocessor_config.json``) or its
 ``model_type`` has one; else the tokenizer when the folder has tokenizer files; else the image
 processor.
@@ -18,6 +19,7 @@ from typing import Any
 
 from polyformer.errors import ConfigError
 from polyformer.processors.base import KINDS, missing_files_error, model_type_of, read_json, registered
+from polyformer.processors.image import ImageProcessor, read_image_processor_config
 
 __all__ = ["AutoImageProcessor", "AutoProcessor", "AutoTokenizer", "PROCESSOR_MODULES", "processor_class"]
 
@@ -83,22 +85,18 @@ class AutoTokenizer:
 
 
 class AutoImageProcessor:
-    """``AutoImageProcessor.from_pretrained(folder)``: the image processor ``preprocessor_config.json`` names."""
+    """``AutoImageProcessor.from_pretrained(folder)``: the image processor the folder's settings name."""
 
     @staticmethod
     def from_pretrained(folder: str | Path, **kwargs: Any) -> Any:
-        """Load the folder's image processor; without ``preprocessor_config.json`` a named :class:`DataError`."""
+        """Load the folder's image processor (settings from ``preprocessor_config.json`` or the
+        ``image_processor`` section of ``processor_config.json``); with neither, a named :class:`DataError`.
+        ``kwargs`` replace settings."""
         folder = Path(folder)
-        path = folder / "preprocessor_config.json"
-        if not path.is_file():
-            raise missing_files_error(folder, "preprocessor_config.json", "image_processor.save_pretrained(folder)")
-        raw = read_json(path)
+        raw, path = read_image_processor_config(folder)
         name = raw.get("image_processor_type") or _feature_extractor_name(raw)
-        cls = processor_class("image_processor", name, model_type_of(folder), str(path))
-        if cls is None:  # an untyped file (older polyformer folders): the image module decides by its keys
-            from polyformer.processors.image import load_image_processor
-
-            return load_image_processor(folder)
+        # an untyped file (older polyformer folders): the image module decides by its keys
+        cls = processor_class("image_processor", name, model_type_of(folder), str(path)) or ImageProcessor
         return cls.from_pretrained(folder, **kwargs)
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from polyformer.errors import ConfigError, DataError
-from polyformer.processors.base import missing_files_error, read_json, register_processor
+from polyformer.processors.base import register_processor
 from polyformer.processors.clip_tokenizer import CLIP_MAX_LENGTH, CLIPTokenizer
 from polyformer.processors.combined import CombinedProcessor
-from polyformer.processors.image import CONFIG_NAME, ImageProcessor
+from polyformer.processors.image import ImageProcessor
 
 __all__ = ["CLIP_MAX_LENGTH", "CLIPImageProcessor", "CLIPProcessor", "CLIPTokenizer", "OPENAI_CLIP_MEAN",
            "OPENAI_CLIP_STD"]
@@ -60,22 +60,6 @@ class CLIPImageProcessor(ImageProcessor):
             raise ConfigError(f"CLIP's vision tower takes RGB images; num_channels must be 3, got {self.num_channels}")
         self.processor_type = "CLIPImageProcessor"
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, **overrides: Any) -> "CLIPImageProcessor":
-        """Read ``folder/preprocessor_config.json``, or the ``image_processor`` section of
-        ``processor_config.json`` (where ``transformers`` 5 writes it inside a processor folder)."""
-        folder = Path(folder)
-        path = folder / CONFIG_NAME
-        if path.is_file():
-            raw = read_json(path)
-        elif (folder / "processor_config.json").is_file() and isinstance(
-                read_json(folder / "processor_config.json").get("image_processor"), dict):
-            path = folder / "processor_config.json"
-            raw = read_json(path)["image_processor"]
-        else:
-            raise missing_files_error(folder, CONFIG_NAME, "image_processor.save_pretrained(folder)")
-        return cls.from_dict({**raw, **overrides}, str(path))
-
 
 class CLIPProcessor(CombinedProcessor):
     """``CLIPProcessor``: a :class:`CLIPTokenizer` and a :class:`CLIPImageProcessor`.
@@ -99,8 +83,8 @@ class CLIPProcessor(CombinedProcessor):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, **kwargs: Any) -> "CLIPProcessor":
-        """Both parts from ``folder``: the tokenizer's files, and ``preprocessor_config.json`` or the
-        ``image_processor`` section ``transformers`` 5 writes into ``processor_config.json``."""
+        """Both parts from ``folder``: the tokenizer the folder names, and a :class:`CLIPImageProcessor`
+        built from the folder's image settings (what they leave out takes CLIP's defaults, not ViT's)."""
         from polyformer.processors.auto import AutoTokenizer
 
         return cls(tokenizer=AutoTokenizer.from_pretrained(folder), image_processor=CLIPImageProcessor.from_pretrained(folder),

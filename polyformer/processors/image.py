@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from polyformer.errors import ConfigError, DataError
-from polyformer.processors.base import missing_files_error, register_processor
+from polyformer.processors.base import missing_files_error, read_json, register_processor
 
 __all__ = [
     "IMAGENET_STANDARD_MEAN",
@@ -42,12 +42,15 @@ __all__ = [
     "fit_palette",
     "load_image",
     "load_image_processor",
+    "read_image_processor_config",
     "to_model_mode",
 ]
 
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 CONFIG_NAME = "preprocessor_config.json"
+#: a combined processor's file; transformers 5 keeps its image settings there, under "image_processor"
+PROCESSOR_CONFIG_NAME = "processor_config.json"
 #: Pillow's resampling filters by Hugging Face's integer codes
 RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 _SIZE_KEYS = ({"height", "width"}, {"shortest_edge"}, {"shortest_edge", "longest_edge"}, {"longest_edge"})
@@ -312,12 +315,22 @@ class ImageProcessor:
             raise ConfigError(f"{where}: {error}") from None
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "ImageProcessor":
-        """Read ``folder/preprocessor_config.json``."""
-        processor = load_image_processor(folder)
-        if not isinstance(processor, cls):
-            raise ConfigError(f"{Path(folder) / CONFIG_NAME} describes a {type(processor).__name__}, not a {cls.__name__}")
-        return processor
+    def from_pretrained(cls, folder: str | Path, **overrides: Any) -> "ImageProcessor":
+        """The processor ``folder`` describes (see :func:`read_image_processor_config`), with
+        ``overrides`` replacing its settings.
+
+        Called on this base class, the file decides between it and :class:`ImageGPTProcessor`
+        (a palette means iGPT's); called on a subclass, the settings load into that subclass.
+        """
+        raw, path = read_image_processor_config(folder)
+        palette = _describes_igpt(raw)
+        if cls is ImageProcessor and palette:
+            cls = ImageGPTProcessor
+        elif palette != issubclass(cls, ImageGPTProcessor):
+            described = "iGPT's palette processor" if palette else "a processor without a palette"
+            raise ConfigError(f"{path} describes {described}, not a {cls.__name__}; load it with "
+                              "AutoImageProcessor.from_pretrained(folder), which picks the class the file names")
+        return cls.from_dict({**raw, **overrides}, str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``preprocessor_config.json`` contents (Hugging Face loads it)."""
@@ -539,18 +552,33 @@ def fit_palette(
 
 
 
+def read_image_processor_config(folder: str | Path) -> tuple[dict[str, Any], Path]:
+    """A folder's image processor settings and the file they are in: ``preprocessor_config.json``,
+    else the ``image_processor`` section of ``processor_config.json``, where ``transformers`` 5
+    writes them when it saves a combined processor (``CLIPProcessor``, say) without a
+    ``preprocessor_config.json``. A folder with neither raises a :class:`DataError` naming the fix."""
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if path.is_file():
+        return read_json(path), path
+    combined = folder / PROCESSOR_CONFIG_NAME
+    if combined.is_file():
+        section = read_json(combined).get("image_processor")
+        if isinstance(section, dict):
+            return section, combined
+    raise missing_files_error(folder, CONFIG_NAME, "image_processor.save_pretrained(folder) (an image model "
+                              "folder needs the processor it was trained with)")
+
+
+def _describes_igpt(raw: dict[str, Any]) -> bool:
+    """Whether image processor settings are iGPT's (a palette, or iGPT's class named)."""
+    return "clusters" in raw or str(raw.get("image_processor_type", "")).startswith("ImageGPT")
+
+
 def load_image_processor(folder: str | Path) -> ImageProcessor:
-    """The processor a model folder's ``preprocessor_config.json`` describes (iGPT's when it has clusters)."""
-    path = Path(folder) / CONFIG_NAME
-    if not path.exists():
-        raise missing_files_error(Path(folder), CONFIG_NAME, "ImageProcessor(size=...).save_pretrained(folder) (an image "
-                                  "model folder needs the processor it was trained with)")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not valid JSON ({error})") from None
-    is_igpt = "clusters" in raw or str(raw.get("image_processor_type", "")).startswith("ImageGPT")
-    return (ImageGPTProcessor if is_igpt else ImageProcessor).from_dict(raw, str(path))
+    """The processor a model folder describes, by its settings alone (iGPT's when they have a
+    palette); :class:`~polyformer.processors.auto.AutoImageProcessor` also reads the class they name."""
+    return ImageProcessor.from_pretrained(folder)
 
 
 # Hugging Face's names for these processors, and the model types whose folders use them
