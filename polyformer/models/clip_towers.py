@@ -57,6 +57,9 @@ class _CLIPTowerConfig(FamilyConfig):
 
     hf_constants: ClassVar[dict[str, Any]] = {"attention_dropout": 0.0}
     own_fields: ClassVar[tuple[str, ...]] = ("attention", "dropout")
+    #: whether the tower's stack ends in a norm (the text tower's final_layer_norm; the image tower
+    #: norms only its class token, outside the stack)
+    final_norm: ClassVar[bool] = False
 
     d_model: int = 512
     n_layers: int = 12
@@ -83,7 +86,7 @@ class _CLIPTowerConfig(FamilyConfig):
         return TransformerConfig(
             d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
             norm_eps=self.norm_eps, activation=self.activation, attention=self.attention, dropout=self.dropout,
-            final_norm=isinstance(self, CLIPTextConfig),
+            final_norm=self.final_norm,
         )
 
 
@@ -94,6 +97,7 @@ class CLIPTextConfig(_CLIPTowerConfig):
     ``eos_token_id`` (where a text is pooled; 2 selects the legacy rule "at the largest id")."""
 
     model_types: ClassVar[tuple[str, ...]] = ("clip_text_model",)
+    final_norm: ClassVar[bool] = True
     hf_names: ClassVar[dict[str, str]] = {
         **_TOWER_HF_NAMES, "vocab_size": "vocab_size", "max_position_embeddings": "max_position_embeddings",
         "pad_token_id": "pad_token_id", "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id",
@@ -286,7 +290,9 @@ class CLIPVisionEmbeddings(nn.Module):
                 "(CLIPImageProcessor does) or pass interpolate_pos_encoding=True"
             )
         if height < self.patch_size or width < self.patch_size:
-            raise ShapeError(f"CLIP vision: image {height}x{width} is smaller than one {self.patch_size}-pixel patch")
+            raise ShapeError(f"CLIP vision: image {height}x{width} is smaller than one {self.patch_size}-pixel patch; "
+                             f"give images of at least {self.patch_size}x{self.patch_size} pixels (CLIPImageProcessor "
+                             "resizes them to the model's size)")
         x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (B, d, gh, gw)
         grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)  # (B, gh·gw, d)
@@ -321,8 +327,11 @@ class CLIPVisionTower(nn.Module):
 def init_clip_weights(model: nn.Module, factor: float = 1.0) -> None:
     """CLIP's initialisation (as transformers does it), scaled by ``initializer_factor``.
 
-    Residual-branch inputs shrink with depth (std ∝ 1/sqrt(2·layers)) so the residual stream does
-    not grow; projections into the shared space use 1/sqrt(width). Norms start at identity, biases at 0.
+    In each block, width d and L layers: q, k, v and the MLP's output projection are drawn with std
+    d^-1/2·(2L)^-1/2 (smaller for deeper towers, so the residual stream does not grow with depth),
+    the attention's output projection with d^-1/2 and the MLP's input with (2d)^-1/2. The class
+    token has std d^-1/2, patches and image positions ``initializer_range``, text embeddings 0.02;
+    projections into the shared space 1/sqrt(width). Norms start at identity, biases at 0.
     """
     init_weights(model, 0.02 * factor)
     for module in model.modules():

@@ -10,7 +10,8 @@ The pipeline, part by part:
   byte to printable characters (GPT-2's byte-level alphabet);
 * model: BPE whose last symbol of every word carries the end-of-word suffix ``</w>`` (so
   ``"a"`` inside a word and ``"a</w>"`` at its end are different tokens);
-* post-processor: ``<|startoftext|> A <|endoftext|>`` (pairs: ``<s> A </s> </s> B </s>``);
+* post-processor: ``<|startoftext|> A <|endoftext|>`` (a pair: ``<|startoftext|> A <|endoftext|>
+  <|endoftext|> B <|endoftext|>``, as ``transformers`` builds it);
 * decoder: bytes back to text; each ``</w>`` becomes a space and the ends are stripped.
 
 The 77-token limit: ``model_max_length`` is 77 (CLIP's text context). ``truncation=True`` cuts a
