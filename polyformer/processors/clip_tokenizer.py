@@ -34,8 +34,7 @@ import torch
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.processors.base import missing_files_error, read_json, register_processor, write_json_files
-from polyformer.processors.tokenizer import SPECIAL_TOKEN_NAMES, BatchEncoding, TokenizerBase
-from polyformer.processors.wordpiece import _settings
+from polyformer.processors.tokenizer import SPECIAL_TOKEN_NAMES, BatchEncoding, TokenizerBase, read_tokenizer_settings
 
 __all__ = ["CLIP_MAX_LENGTH", "CLIP_SPECIAL_TOKENS", "CLIPTokenizer", "byte_alphabet", "openai_bpe_path",
            "openai_vocabulary"]
@@ -201,7 +200,7 @@ class CLIPTokenizer(TokenizerBase):
         ``model_max_length`` gets CLIP's 77 (``transformers`` would set no limit there).
         """
         folder = Path(folder)
-        settings = _settings(folder)
+        settings = read_tokenizer_settings(folder)
         settings.update(overrides)
         options = {k: settings[k] for k in ("model_max_length", "padding_side", "truncation_side", *SPECIAL_TOKEN_NAMES)
                    if k in settings}

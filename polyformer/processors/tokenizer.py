@@ -11,14 +11,16 @@ max_length=..., return_tensors="pt")`` returns a :class:`BatchEncoding` with ``i
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from polyformer.errors import ConfigError, DataError
+from polyformer.processors.base import read_json
 
-__all__ = ["BatchEncoding", "SPECIAL_TOKEN_NAMES", "TokenizerBase"]
+__all__ = ["BatchEncoding", "SPECIAL_TOKEN_NAMES", "TokenizerBase", "read_tokenizer_settings"]
 
 #: Hugging Face's names of special tokens, in the order ``special_tokens_map.json`` lists them
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -313,3 +315,21 @@ def _as_tensor(key: str, rows: list[Any], return_tensors: str | None) -> Any:
         raise DataError("the texts have different lengths; pass padding=True to make a tensor of them")
     array = np.asarray(rows, dtype=np.int64)
     return torch.from_numpy(array) if return_tensors == "pt" else array
+
+
+def _special_token(value: Any) -> str | None:
+    """A special token from a config: a string, or ``{"content": ...}`` as older files write it."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def read_tokenizer_settings(folder: Path) -> dict[str, Any]:
+    """Options and special tokens from ``special_tokens_map.json`` then ``tokenizer_config.json`` (which wins)."""
+    out: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            raw = read_json(folder / name)
+            for key, value in raw.items():
+                out[key] = _special_token(value) if key in SPECIAL_TOKEN_NAMES else value
+    if out.get("model_max_length") is not None and out["model_max_length"] >= VERY_LARGE:
+        out["model_max_length"] = None
+    return out

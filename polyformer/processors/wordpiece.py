@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from polyformer.errors import ConfigError, DataError
-from polyformer.processors.base import missing_files_error, read_json, register_processor, write_json_files
-from polyformer.processors.tokenizer import SPECIAL_TOKEN_NAMES, VERY_LARGE, TokenizerBase
+from polyformer.processors.base import missing_files_error, register_processor, write_json_files
+from polyformer.processors.tokenizer import SPECIAL_TOKEN_NAMES, TokenizerBase, read_tokenizer_settings
 
 __all__ = ["BERT_SPECIAL_TOKENS", "WordPieceTokenizer", "read_vocab"]
 
@@ -43,11 +43,6 @@ def read_vocab(path: str | Path) -> dict[str, int]:
     if not lines:
         raise DataError(f"{path} is empty; a vocab.txt holds one token per line")
     return {line.rstrip("\n"): index for index, line in enumerate(lines)}
-
-
-def _token(value: Any) -> str | None:
-    """A special token from a config: a string, or ``{"content": ...}`` as older files write it."""
-    return value.get("content") if isinstance(value, dict) else value
 
 
 class WordPieceTokenizer(TokenizerBase):
@@ -131,7 +126,7 @@ class WordPieceTokenizer(TokenizerBase):
         from tokenizers import Tokenizer
 
         folder = Path(folder)
-        settings = _settings(folder)
+        settings = read_tokenizer_settings(folder)
         settings.update(overrides)
         if (folder / "tokenizer.json").is_file():
             path = folder / "tokenizer.json"
@@ -166,19 +161,6 @@ class WordPieceTokenizer(TokenizerBase):
         return write_json_files(folder, {"tokenizer_config.json": config, "special_tokens_map.json": self.special_tokens},
                                 writers={"tokenizer.json": lambda p: p.write_text(text, encoding="utf-8"),
                                          "vocab.txt": lambda p: p.write_text(vocab_text, encoding="utf-8")})
-
-
-def _settings(folder: Path) -> dict[str, Any]:
-    """Options and special tokens from ``special_tokens_map.json`` then ``tokenizer_config.json`` (which wins)."""
-    out: dict[str, Any] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        if (folder / name).is_file():
-            raw = read_json(folder / name)
-            for key, value in raw.items():
-                out[key] = _token(value) if key in SPECIAL_TOKEN_NAMES else value
-    if out.get("model_max_length") is not None and out["model_max_length"] >= VERY_LARGE:
-        out["model_max_length"] = None
-    return out
 
 
 register_processor("tokenizer", WordPieceTokenizer, names=["BertTokenizer"], model_types=["bert"])
