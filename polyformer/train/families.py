@@ -2,7 +2,7 @@
 
 Each entry says how to build the family's model from a config dict (plus the size the data
 decides), which task it trains on, how a sweep's ladder size maps to its config, and how its
-parameters split into embeddings and the rest. A new family (CLIP, wav2vec 2.0, ...) adds one
+parameters split into embeddings and the rest. A new family (wav2vec 2.0, ...) adds one
 entry here.
 """
 
@@ -77,4 +77,49 @@ register_family(Family(
     seq_len_config=lambda seq_len: {"max_position_embeddings": seq_len},
     # word, position and token-type tables (and their norm) are the embeddings
     count=lambda model: count_by_prefix(model, ("bert.embeddings.",)),
+))
+
+
+# ----- CLIP: contrastive image-text pairs ------------------------------------------------------------
+_CLIP_SIZE_FIELDS = ("n_layers", "d_model", "n_heads", "d_ff")
+_CLIP_POSITIONS = ("two_tower.tower_a.embeddings.position_embedding.weight",
+                   "two_tower.tower_b.embeddings.position_embedding.weight")
+
+
+def _build_clip(config: dict[str, Any], size: int | None) -> nn.Module:
+    """A CLIPModel from ``{"text_config": {...}, "vision_config": {...}, "projection_dim": ...}``.
+
+    Top-level ``n_layers`` / ``d_model`` / ``n_heads`` / ``d_ff`` size *both* towers (a sweep's
+    rung, over the towers' own values); ``size`` is the tokenizer's vocabulary.
+    """
+    classes = importlib.import_module("polyformer.models.clip")
+    values = dict(config)
+    shared = {name: values.pop(name) for name in _CLIP_SIZE_FIELDS if name in values}
+    text = {**dict(values.pop("text_config", None) or {}), **shared}
+    vision = {**dict(values.pop("vision_config", None) or {}), **shared}
+    if size is not None:
+        text["vocab_size"] = size
+    try:
+        return classes.CLIPModel(classes.CLIPConfig(text_config=classes.CLIPTextConfig(**text),
+                                                    vision_config=classes.CLIPVisionConfig(**vision), **values))
+    except TypeError as error:
+        raise ConfigError(f"model config for 'clip': {error}") from None
+
+
+def _clip_tokens(model: nn.Module) -> int:
+    """Patches + class token of the image, and the text context."""
+    vision, text = model.config.vision_config, model.config.text_config
+    return (vision.image_size // vision.patch_size) ** 2 + 1 + text.max_position_embeddings
+
+
+register_family(Family(
+    name="clip", build=_build_clip, task="contrastive",
+    description="CLIP: text and image towers trained with the symmetric contrastive loss (data: shapes)",
+    # One rung sizes both towers alike, with CLIP's 4x MLP and a shared space as wide as the towers.
+    size_config=lambda n_layers, d_model, n_heads: {"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads,
+                                                    "d_ff": 4 * d_model, "projection_dim": d_model},
+    # Token and position tables, patch projection and class token are the embeddings.
+    count=lambda model: count_by_prefix(model, ("two_tower.tower_a.embeddings.", "two_tower.tower_b.embeddings.")),
+    tokens_per_example=_clip_tokens,
+    no_decay=_CLIP_POSITIONS,
 ))

@@ -25,17 +25,22 @@ Registered tasks (one :func:`register_task` each):
   reports accuracy too. ViT, any ``*ForSequenceClassification``.
 * ``masked-lm`` — windows of a token stream, 15% chosen and 80/10/10 corrupted
   (:mod:`polyformer.train.masking`); cross-entropy of ``logits`` at the chosen positions. BERT.
+* ``contrastive`` — image-text pairs (``pixel_values``, ``input_ids``, ``attention_mask``);
+  CLIP's symmetric cross-entropy of ``logits_per_image`` against ``arange(B)``, with the learnt
+  temperature clamped after every step as Radford et al. do. CLIP.
 
-Adding a task (CTC for wav2vec 2.0, the contrastive loss of CLIP) is one class with these five
-methods and one ``register_task("ctc")`` — the trainer, checkpoints, DDP and sweeps are unchanged.
-A CTC task's examples would carry ``input_values`` and padded ``labels`` with their lengths, and
-its loss ``F.ctc_loss`` of the model's log-probabilities; a contrastive task's batch pairs
-(``input_ids``, ``pixel_values``) and its loss is the symmetric cross-entropy of
-``logits_per_image`` against ``arange(B)``.
+A task may also define ``after_step(model)``, which the trainer calls after every optimiser step
+(the contrastive task clamps the logit scale there).
+
+Adding a task (CTC for wav2vec 2.0, say) is one class with these five methods and one
+``register_task("ctc")`` — the trainer, checkpoints, DDP and sweeps are unchanged. A CTC task's
+examples would carry ``input_values`` and padded ``labels`` with their lengths, and its loss
+``F.ctc_loss`` of the model's log-probabilities.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
@@ -282,6 +287,57 @@ class NextPixelTask(_ExampleTask):
     def eval_sums(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
         count = len(batch["labels"])
         return {"loss": float(self.loss(model, batch)) * count, "count": count}
+
+
+@register_task("contrastive")
+class ContrastiveTask(_ExampleTask):
+    """Image-text pairs; the loss is CLIP's symmetric cross-entropy over the batch.
+
+    Examples carry the model inputs ``pixel_values``, ``input_ids`` and ``attention_mask`` (one
+    caption per image; the i-th caption belongs to the i-th image) and ``labels``, a class per
+    pair used only to score evaluation: an image counts as ``correct`` when the caption it scores
+    highest in its batch has its class (captions of other images of the same class are as good).
+
+    The loss is the model's own (``return_loss=True``), the mean of the image-to-text and
+    text-to-image cross-entropies against ``arange(B)``. The temperature is learnt as
+    ``logit_scale`` (logits are ``exp(logit_scale) * cosine``); after every optimiser step it is
+    clamped to ``[0, ln max_scale]`` — Radford et al. clip it "to prevent scaling the logits by
+    more than 100", and open_clip clamps the parameter in place after each step, which is what
+    :meth:`after_step` does (a model without ``logit_scale`` is left alone).
+    """
+
+    name = "contrastive"
+
+    def __init__(self, vocab_size: int | None = None, max_scale: float = 100.0) -> None:
+        del vocab_size
+        if not (isinstance(max_scale, (int, float)) and max_scale >= 1.0):
+            raise ConfigError(f"the contrastive task's max_scale must be a number >= 1 (the largest factor on the "
+                              f"cosine similarities), got {max_scale!r}")
+        self.max_log_scale = math.log(float(max_scale))
+
+    def _outputs(self, model: nn.Module, batch: dict[str, Tensor]) -> Any:
+        if "pixel_values" not in batch or "input_ids" not in batch:
+            raise DataError(f"the contrastive task pairs images and texts: each example needs pixel_values and "
+                            f"input_ids, got {sorted(batch)}")
+        return model(**_model_inputs(batch), return_loss=True)
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        return self._outputs(model, batch).loss
+
+    @torch.no_grad()
+    def eval_sums(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
+        out = self._outputs(model, batch)
+        labels = batch["labels"].long()
+        chosen = labels[out.logits_per_image.argmax(dim=1)]  # the class of each image's best caption
+        count = len(labels)
+        return {"loss": float(out.loss) * count, "count": count, "correct": int((chosen == labels).sum())}
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        """Clamp the model's ``logit_scale`` to ``[0, ln max_scale]`` (a scale between 1 and max_scale)."""
+        scale = getattr(getattr(model, "module", model), "logit_scale", None)  # DDP wraps the model
+        if isinstance(scale, Tensor):
+            scale.clamp_(0.0, self.max_log_scale)
 
 
 def finish_sums(sums: dict[str, float]) -> dict[str, float]:

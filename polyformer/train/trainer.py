@@ -191,6 +191,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.task, "after_step"):  # e.g. CLIP's temperature clamp (tasks.py)
+            self.task.after_step(self.model)
         mean_loss = D.all_reduce_sum(loss_sum / config.grad_accum, self.dist) / self.dist.world_size
         return {"loss": float(mean_loss), "lr": lr, "grad_norm": float(grad_norm)}
 
