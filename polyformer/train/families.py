@@ -81,7 +81,11 @@ register_family(Family(
 
 
 # ----- CLIP: contrastive image-text pairs ------------------------------------------------------------
-_CLIP_SIZE_FIELDS = ("n_layers", "d_model", "n_heads", "d_ff")
+# Top-level keys of a clip config that go to both towers (a sweep's rung) or to one of them (what
+# the data decides: the image size, the text context); they win over the towers' own dicts.
+_CLIP_SHARED = ("n_layers", "d_model", "n_heads", "d_ff", "activation", "dropout", "attention", "norm_eps")
+_CLIP_TEXT_ONLY = ("vocab_size", "max_position_embeddings", "pad_token_id", "bos_token_id", "eos_token_id")
+_CLIP_VISION_ONLY = ("image_size", "patch_size", "num_channels")
 _CLIP_POSITIONS = ("two_tower.tower_a.embeddings.position_embedding.weight",
                    "two_tower.tower_b.embeddings.position_embedding.weight")
 
@@ -89,14 +93,18 @@ _CLIP_POSITIONS = ("two_tower.tower_a.embeddings.position_embedding.weight",
 def _build_clip(config: dict[str, Any], size: int | None) -> nn.Module:
     """A CLIPModel from ``{"text_config": {...}, "vision_config": {...}, "projection_dim": ...}``.
 
-    Top-level ``n_layers`` / ``d_model`` / ``n_heads`` / ``d_ff`` size *both* towers (a sweep's
-    rung, over the towers' own values); ``size`` is the tokenizer's vocabulary.
+    Top-level ``n_layers`` / ``d_model`` / ``n_heads`` / ``d_ff`` (and the other shared fields)
+    set *both* towers; top-level ``image_size`` / ``patch_size`` go to the vision tower and
+    ``max_position_embeddings`` / token ids to the text tower (a sweep merges configs one level
+    deep, so what the rung and the data decide sits at the top). ``size`` is the vocabulary.
     """
     classes = importlib.import_module("polyformer.models.clip")
     values = dict(config)
-    shared = {name: values.pop(name) for name in _CLIP_SIZE_FIELDS if name in values}
-    text = {**dict(values.pop("text_config", None) or {}), **shared}
-    vision = {**dict(values.pop("vision_config", None) or {}), **shared}
+    shared = {name: values.pop(name) for name in _CLIP_SHARED if name in values}
+    text = {**dict(values.pop("text_config", None) or {}), **shared,
+            **{name: values.pop(name) for name in _CLIP_TEXT_ONLY if name in values}}
+    vision = {**dict(values.pop("vision_config", None) or {}), **shared,
+              **{name: values.pop(name) for name in _CLIP_VISION_ONLY if name in values}}
     if size is not None:
         text["vocab_size"] = size
     try:
