@@ -17,6 +17,7 @@ SECTION_MODULES: tuple[str, ...] = (
     "polyformer.demo.text_section",
     "polyformer.demo.lm_section",
     "polyformer.demo.lra_section",
+    "polyformer.demo.clip_section",
 )
 
 
