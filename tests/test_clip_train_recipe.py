@@ -132,3 +132,37 @@ def test_a_sweep_of_the_clip_family_on_shapes(tmp_path):
     # one example: 16 patches + the class token + a 12-token text context
     assert {r.tokens for r in runs} == {4 * 8 * (16 + 1 + 12)}
     assert all(np.isfinite(r.final_val_loss) for r in runs)
+
+
+def test_augmentation_picks_one_caption_and_moves_images_like_a_loop():
+    from polyformer.recipes.clip import augment_pairs
+
+    torch.manual_seed(1)
+    batch = {"pixel_values": torch.randn(5, 3, 8, 8), "input_ids": torch.randint(0, 9, (5, 4, 6)),
+             "attention_mask": torch.randint(0, 2, (5, 4, 6)), "labels": torch.arange(5)}
+    out = augment_pairs(batch, np.random.default_rng(7), flip=True, max_shift=2)
+    # the same draws, replayed in their order: caption, mirror, vertical and horizontal offsets
+    generator = np.random.default_rng(7)
+    pick = generator.integers(0, 4, size=5)
+    mirrored = generator.random(5) < 0.5
+    dy, dx = generator.integers(0, 5, size=5), generator.integers(0, 5, size=5)
+    for i in range(5):
+        assert torch.equal(out["input_ids"][i], batch["input_ids"][i, pick[i]])
+        assert torch.equal(out["attention_mask"][i], batch["attention_mask"][i, pick[i]])
+        image = batch["pixel_values"][i].flip(-1) if mirrored[i] else batch["pixel_values"][i]
+        for y in range(8):
+            for x in range(8):
+                # an offset pixel outside the image takes the nearest edge pixel
+                source_y, source_x = min(max(y + dy[i] - 2, 0), 7), min(max(x + dx[i] - 2, 0), 7)
+                assert torch.equal(out["pixel_values"][i, :, y, x], image[:, source_y, source_x])
+    assert torch.equal(out["labels"], batch["labels"])
+
+
+def test_shapes_data_refuses_other_tasks_and_unknown_options():
+    from polyformer.errors import ConfigError, DataError
+    from polyformer.train.data import load_task_data
+
+    with pytest.raises(DataError, match="contrastive task, not 'classification'"):
+        load_task_data("classification", "shapes")
+    with pytest.raises(ConfigError, match=r"unknown data options \['rotate'\]; shapes takes"):
+        load_task_data("contrastive", "shapes", {"rotate": 2})

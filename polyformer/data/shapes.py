@@ -33,7 +33,7 @@ import numpy as np
 
 from polyformer.errors import ConfigError, DataError
 
-__all__ = ["CAPTION_TEMPLATES", "CLASS_NAMES", "COLORS", "HELD_OUT", "PARTIAL_TEMPLATES", "SHAPES", "ShapeSet", "captions", "class_index",
+__all__ = ["CAPTION_TEMPLATES", "CLASS_NAMES", "COLORS", "HELD_OUT", "SHAPES", "ShapeSet", "captions", "class_index",
            "hold_out", "load_shapes"]
 
 COLORS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
@@ -61,10 +61,6 @@ CAPTION_TEMPLATES = (
     "a drawing of a {color} {shape}",
     "a simple {color} {shape}",
 )
-
-#: Captions that name only the colour or only the shape: matched against every image of that
-#: colour (or shape), they ask the image embedding to hold the two apart.
-PARTIAL_TEMPLATES = ("a {color} shape", "something {color}", "a {shape}", "a {shape} of some colour")
 
 PIP_HINT = "pip install --no-deps easy-vqa"
 

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from polyformer.attention import AttentionSpec
 from polyformer.data.shapes import (
-    CAPTION_TEMPLATES, CLASS_NAMES, COLORS, HELD_OUT, PARTIAL_TEMPLATES, SHAPES, ShapeSet, captions, hold_out, load_shapes,
+    CLASS_NAMES, COLORS, HELD_OUT, SHAPES, ShapeSet, captions, hold_out, load_shapes,
 )
 from polyformer.options import require
 from polyformer.recipes.vision import _attention_config, _check_common, _run, _RunFolder, _train_config, _write_metrics
@@ -62,10 +62,13 @@ class CLIPShapesOptions:
     """A small CLIP for 64x64 shapes; both towers share ``d_model`` / ``n_layers`` / ``n_heads`` / ``d_ff``.
 
     ``patch_size`` 8 gives 64 patches (+ the class token); ``context`` text positions (the longest
-    caption is 10 tokens); ``captions_per_image`` wordings are drawn per image, one of them at random
-    each time the image is in a batch. ``steps`` optimiser steps of ``batch_size`` pairs, AdamW with
-    ``lr`` / ``weight_decay``, cosine after ``warmup_steps``. ``held_out``: the colour x shape
-    combinations removed from training. ``threads`` for torch, ``time_budget_s`` to stop early.
+    caption is 10 tokens). ``captions_per_image`` wordings are written per image; each time an
+    image is in a batch one of them is drawn, and the image is mirrored (``flip``) and moved by up
+    to ``max_shift`` pixels at random (:func:`augment_pairs`: without that the image tower ties
+    shape to colour, and the held-out combinations suffer). ``steps`` optimiser steps of
+    ``batch_size`` pairs, AdamW with ``lr`` / ``weight_decay``, cosine after ``warmup_steps``.
+    ``held_out``: the colour x shape combinations removed from training. ``threads`` for torch,
+    ``time_budget_s`` to stop early.
     """
 
     image_size: int = 64
@@ -77,10 +80,10 @@ class CLIPShapesOptions:
     projection_dim: int = 64
     context: int = 16
     captions_per_image: int = 8
-    partial_captions: bool = False
-    flip: bool = False
+    flip: bool = True
+    max_shift: int = 6
     steps: int = 600
-    batch_size: int = 64
+    batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
@@ -99,6 +102,8 @@ class CLIPShapesOptions:
         require(12 <= self.context <= 77, f"CLIPShapesOptions.context must be in [12, 77] (the longest caption "
                                           f"is 10 tokens; CLIP reads 77), got {self.context}")
         require(self.captions_per_image >= 1, "CLIPShapesOptions.captions_per_image must be at least 1")
+        require(isinstance(self.max_shift, int) and 0 <= self.max_shift < self.image_size // 2,
+                f"CLIPShapesOptions.max_shift must be an integer in [0, {self.image_size // 2}), got {self.max_shift!r}")
         self.held_out = tuple((str(c), str(s)) for c, s in self.held_out)
         for color, shape in self.held_out:
             require(color in COLORS and shape in SHAPES, f"CLIPShapesOptions.held_out: unknown combination "
@@ -130,17 +135,33 @@ def shapes_processor(image_size: int = 64, context: int = 16) -> Any:
     return processor
 
 
-def pick_caption(batch: dict[str, Tensor], generator: np.random.Generator, flip: bool = False) -> dict[str, Tensor]:
+def augment_pairs(batch: dict[str, Tensor], generator: np.random.Generator, flip: bool = False,
+                  max_shift: int = 0) -> dict[str, Tensor]:
     """Training batches hold every caption of an image (B, K, T); keep one drawn at random (B, T).
-    With ``flip``, mirror half the images left to right (a mirrored shape is the same shape)."""
+
+    With ``flip``, half the images are mirrored left to right; with ``max_shift``, each image moves
+    by up to that many pixels each way, the border filled with its own edge (the background). A
+    mirrored or moved shape is the same shape of the same colour, and the patch grid cuts it
+    differently each time.
+    """
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    rows = torch.arange(len(ids))
-    pick = torch.from_numpy(generator.integers(0, ids.shape[1], size=len(ids)))
+    b = len(ids)
+    rows = torch.arange(b)
+    pick = torch.from_numpy(generator.integers(0, ids.shape[1], size=b))
     out = {**batch, "input_ids": ids[rows, pick], "attention_mask": mask[rows, pick]}
+    pixels = batch["pixel_values"]
     if flip:
-        mirrored = torch.from_numpy(generator.random(len(ids)) < 0.5)
-        pixels = batch["pixel_values"]
-        out["pixel_values"] = torch.where(mirrored[:, None, None, None], pixels.flip(-1), pixels)
+        mirrored = torch.from_numpy(generator.random(b) < 0.5)
+        pixels = torch.where(mirrored[:, None, None, None], pixels.flip(-1), pixels)
+    if max_shift > 0:
+        _, c, h, w = pixels.shape
+        padded = F.pad(pixels, (max_shift,) * 4, mode="replicate")
+        dy = torch.from_numpy(generator.integers(0, 2 * max_shift + 1, size=b))
+        dx = torch.from_numpy(generator.integers(0, 2 * max_shift + 1, size=b))
+        y = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(b, c, h, w)
+        x = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(b, c, h, w)
+        pixels = padded[rows[:, None, None, None], torch.arange(c)[None, :, None, None], y, x]
+    out["pixel_values"] = pixels
     return out
 
 
@@ -156,31 +177,31 @@ def pixel_values(processor: Any, shapes: ShapeSet) -> Tensor:
 
 
 def pair_sets(processor: Any, train: ShapeSet, test: ShapeSet, captions_per_image: int = 8, context: int = 16,
-              seed: int = 0, partial_captions: bool = False, flip: bool = False) -> tuple[ExampleSet, ExampleSet]:
+              seed: int = 0, flip: bool = False, max_shift: int = 0) -> tuple[ExampleSet, ExampleSet]:
     """(train, test) examples of the ``contrastive`` task: pixel values, tokenised captions and the
     class as ``labels``. A training example holds ``captions_per_image`` captions (one is drawn per
-    batch, and the image mirrored at random with ``flip``); a test example one caption.
-    ``partial_captions``: training captions may name only the colour or only the shape."""
+    batch, and the image mirrored and moved at random, see :func:`augment_pairs`); a test example one caption."""
     k = captions_per_image
-    templates = CAPTION_TEMPLATES + (PARTIAL_TEMPLATES if partial_captions else ())
-    texts = [c for row in captions(train.colors, train.shapes, k, seed, templates) for c in row]
+    texts = [c for row in captions(train.colors, train.shapes, k, seed) for c in row]
     tokens = {name: value.reshape(len(train), k, context) for name, value in _tokens(processor, texts, context).items()}
     train_set = ExampleSet({"pixel_values": pixel_values(processor, train), **tokens},
-                           torch.from_numpy(train.classes), augment=partial(pick_caption, flip=flip))
+                           torch.from_numpy(train.classes), augment=partial(augment_pairs, flip=flip, max_shift=max_shift))
     test_texts = [row[0] for row in captions(test.colors, test.shapes, 1, seed + 1)]
     test_set = ExampleSet({"pixel_values": pixel_values(processor, test), **_tokens(processor, test_texts, context)},
                           torch.from_numpy(test.classes))
     return train_set, test_set
 
 
-SHAPES_DATA_OPTIONS = ("captions_per_image", "context", "image_size", "seed", "train_limit", "test_limit")
+SHAPES_DATA_OPTIONS = ("captions_per_image", "context", "image_size", "flip", "max_shift", "seed", "train_limit",
+                       "test_limit")
 
 
 def shapes_task_data(task: str, options: dict[str, Any] | None = None) -> Any:
     """The ``shapes`` data of a sweep (:func:`polyformer.train.data.load_task_data`): pairs for the
     ``contrastive`` task, with the held-out combinations removed from training. ``options``:
-    ``captions_per_image`` (8), ``context`` (16), ``image_size`` (64), ``seed`` (0) and
-    ``train_limit`` / ``test_limit`` (random subsets)."""
+    ``captions_per_image`` (8), ``context`` (16), ``image_size`` (64), ``flip`` (False) and
+    ``max_shift`` (0) of :func:`augment_pairs`, ``seed`` (0) and ``train_limit`` / ``test_limit``
+    (random subsets)."""
     from polyformer.errors import ConfigError, DataError
     from polyformer.train.data import TaskData
 
@@ -198,7 +219,8 @@ def shapes_task_data(task: str, options: dict[str, Any] | None = None) -> Any:
     train = kept.take(generator.permutation(len(kept))[: options.get("train_limit")])
     test = test.take(generator.permutation(len(test))[: options.get("test_limit")])
     processor = shapes_processor(image_size, context)
-    train_set, test_set = pair_sets(processor, train, test, k, context, seed)
+    train_set, test_set = pair_sets(processor, train, test, k, context, seed, bool(options.get("flip", False)),
+                                    int(options.get("max_shift", 0)))
     fingerprint = {"train_examples": len(train_set), "val_examples": len(test_set), "held_out": [list(c) for c in HELD_OUT],
                    **{name: options[name] for name in sorted(options)}}
     what = (f"easy-VQA shapes: {len(train_set):,} training pairs ({k} captions each, {len(HELD_OUT)} colour x shape "
@@ -368,7 +390,7 @@ def train_clip_shapes(options: CLIPShapesOptions | None = None, out: str | Path 
     train = hold_out(every_train, o.held_out)
     processor = shapes_processor(o.image_size, o.context)
     train_set, test_set = pair_sets(processor, train, test, o.captions_per_image, o.context, o.seed,
-                                    o.partial_captions, o.flip)
+                                    o.flip, o.max_shift)
     spec = ModelSpec("clip", model_config(o))
     tokens = (o.image_size // o.patch_size) ** 2 + 1 + o.context
     with _RunFolder(out) as run_dir:
