@@ -26,8 +26,8 @@ def quick_options() -> Any:
     """The reduced recipe of the quick report: a narrower, shorter run (about a minute on 2 cores)."""
     from polyformer.recipes.clip import CLIPShapesOptions
 
-    return CLIPShapesOptions(d_model=48, d_ff=192, projection_dim=48, n_layers=2, n_heads=4, steps=300,
-                             batch_size=64, warmup_steps=30, threads=None)
+    return CLIPShapesOptions(d_model=48, d_ff=192, projection_dim=48, n_layers=2, n_heads=4, steps=200,
+                             batch_size=64, warmup_steps=20, threads=None)
 
 
 def add_section(report: Report, quick: bool) -> None:

@@ -226,7 +226,9 @@ def shapes_task_data(task: str, options: dict[str, Any] | None = None) -> Any:
     what = (f"easy-VQA shapes: {len(train_set):,} training pairs ({k} captions each, {len(HELD_OUT)} colour x shape "
             f"combinations held out), {len(test_set):,} test pairs, at {image_size}x{image_size}")
     return TaskData(train_set, test_set, len(processor.tokenizer), fingerprint, what,
-                    {"image_size": image_size, "max_position_embeddings": context}, processor, "shapes")
+                    # an 8 x 8 patch grid unless the plan's model_config says otherwise
+                    {"image_size": image_size, "patch_size": max(1, image_size // 8), "max_position_embeddings": context},
+                    processor, "shapes")
 
 
 # ------------------------------------------------------------------------------------------------
