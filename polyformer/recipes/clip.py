@@ -45,6 +45,7 @@ from polyformer.options import require
 from polyformer.recipes.vision import _attention_config, _check_common, _run, _RunFolder, _train_config, _write_metrics
 from polyformer.train import ModelSpec
 from polyformer.train.examples import ExampleSet
+from polyformer.train.export import export_model
 
 __all__ = ["CLIPShapesOptions", "CLIPShapesResult", "ENSEMBLE_TEMPLATES", "ZERO_SHOT_TEMPLATE", "evaluate_shapes",
            "pair_sets", "shapes_processor", "shapes_task_data", "train_clip_shapes"]
@@ -401,7 +402,7 @@ def train_clip_shapes(options: CLIPShapesOptions | None = None, out: str | Path 
     model = result.model
     with tempfile.TemporaryDirectory(prefix="polyformer-clip-") as scratch:
         folder = Path(out) if out is not None else Path(scratch)
-        model.save_pretrained(folder, processor=processor)
+        export_model(model, folder, processor)  # the folder the zero-shot pipeline takes as it is
         metrics = evaluate_shapes(model, processor, every_train, test, o.held_out, folder)
     metrics.update({
         "recipe": "clip-shapes", "val_loss": result.final_val_loss,
