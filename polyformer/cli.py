@@ -19,7 +19,6 @@ COMMAND_MODULES = (
     "polyformer.commands.vision",
     "polyformer.commands.text",
     "polyformer.commands.clip",
-    "polyformer.commands.clip_train",
 )
 
 
