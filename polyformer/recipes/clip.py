@@ -48,7 +48,7 @@ from polyformer.train.examples import ExampleSet
 from polyformer.train.export import export_model
 
 __all__ = ["CLIPShapesOptions", "CLIPShapesResult", "ENSEMBLE_TEMPLATES", "ZERO_SHOT_TEMPLATE", "evaluate_shapes",
-           "pair_sets", "shapes_processor", "shapes_task_data", "train_clip_shapes"]
+           "pair_sets", "shapes_pair_sets", "shapes_processor", "train_clip_shapes"]
 
 #: The single prompt of plain zero-shot classification ("a photo of a red circle").
 ZERO_SHOT_TEMPLATE = "a photo of a {}"
@@ -193,43 +193,21 @@ def pair_sets(processor: Any, train: ShapeSet, test: ShapeSet, captions_per_imag
     return train_set, test_set
 
 
-SHAPES_DATA_OPTIONS = ("captions_per_image", "context", "image_size", "flip", "max_shift", "seed", "train_limit",
-                       "test_limit")
-
-
-def shapes_task_data(task: str, options: dict[str, Any] | None = None) -> Any:
-    """The ``shapes`` data of a sweep (:func:`polyformer.train.data.load_task_data`): pairs for the
-    ``contrastive`` task, with the held-out combinations removed from training. ``options``:
-    ``captions_per_image`` (8), ``context`` (16), ``image_size`` (64), ``flip`` (False) and
-    ``max_shift`` (0) of :func:`augment_pairs`, ``seed`` (0) and ``train_limit`` / ``test_limit``
-    (random subsets)."""
-    from polyformer.errors import ConfigError, DataError
-    from polyformer.train.data import TaskData
-
-    if task != "contrastive":
-        raise DataError(f"the shapes data pairs images with captions for the contrastive task, not {task!r}")
-    options = dict(options or {})
-    unknown = set(options) - set(SHAPES_DATA_OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown data options {sorted(unknown)}; shapes takes {', '.join(SHAPES_DATA_OPTIONS)}")
-    k, context = int(options.get("captions_per_image", 8)), int(options.get("context", 16))
-    image_size, seed = int(options.get("image_size", 64)), int(options.get("seed", 0))
+def shapes_pair_sets(captions_per_image: int = 8, context: int = 16, image_size: int = 64, seed: int = 0,
+                     flip: bool = False, max_shift: int = 0, train_limit: int | None = None,
+                     test_limit: int | None = None) -> tuple[ExampleSet, ExampleSet, Any]:
+    """``(train, test, processor)`` of the ``shapes`` data of a sweep (built into a task's data by
+    :func:`polyformer.train.data.load_task_data`): :func:`pair_sets` on the easy-VQA shapes with the
+    held-out combinations removed from training, and random subsets of ``train_limit`` /
+    ``test_limit`` images (all when None) drawn with ``seed``."""
     every_train, test = load_shapes()
     generator = np.random.default_rng(seed)
     kept = hold_out(every_train)
-    train = kept.take(generator.permutation(len(kept))[: options.get("train_limit")])
-    test = test.take(generator.permutation(len(test))[: options.get("test_limit")])
+    train = kept.take(generator.permutation(len(kept))[:train_limit])
+    test = test.take(generator.permutation(len(test))[:test_limit])
     processor = shapes_processor(image_size, context)
-    train_set, test_set = pair_sets(processor, train, test, k, context, seed, bool(options.get("flip", False)),
-                                    int(options.get("max_shift", 0)))
-    fingerprint = {"train_examples": len(train_set), "val_examples": len(test_set), "held_out": [list(c) for c in HELD_OUT],
-                   **{name: options[name] for name in sorted(options)}}
-    what = (f"easy-VQA shapes: {len(train_set):,} training pairs ({k} captions each, {len(HELD_OUT)} colour x shape "
-            f"combinations held out), {len(test_set):,} test pairs, at {image_size}x{image_size}")
-    return TaskData(train_set, test_set, len(processor.tokenizer), fingerprint, what,
-                    # an 8 x 8 patch grid unless the plan's model_config says otherwise
-                    {"image_size": image_size, "patch_size": max(1, image_size // 8), "max_position_embeddings": context},
-                    processor, "shapes")
+    train_set, test_set = pair_sets(processor, train, test, captions_per_image, context, seed, flip, max_shift)
+    return train_set, test_set, processor
 
 
 # ------------------------------------------------------------------------------------------------

