@@ -42,7 +42,9 @@ from polyformer.data.shapes import (
     CLASS_NAMES, COLORS, HELD_OUT, SHAPES, ShapeSet, captions, hold_out, load_shapes,
 )
 from polyformer.options import require
-from polyformer.recipes.vision import _attention_config, _check_common, _run, _RunFolder, _train_config, _write_metrics
+from polyformer.recipes.common import (
+    RunFolder, attention_config, check_common_options, recipe_train_config, train_with_history, write_metrics,
+)
 from polyformer.train import ModelSpec
 from polyformer.train.examples import ExampleSet
 from polyformer.train.export import export_model
@@ -96,7 +98,7 @@ class CLIPShapesOptions:
     time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
-        _check_common(self, "CLIPShapesOptions")
+        check_common_options(self, "CLIPShapesOptions")
         require(self.steps >= 1, f"CLIPShapesOptions.steps must be positive, got {self.steps}")
         require(self.image_size % self.patch_size == 0,
                 f"CLIPShapesOptions.patch_size ({self.patch_size}) must divide image_size ({self.image_size})")
@@ -351,7 +353,7 @@ def evaluate_shapes(model: Any, processor: Any, train: ShapeSet, test: ShapeSet,
 def model_config(o: CLIPShapesOptions) -> dict[str, Any]:
     """The ``clip`` family's config for the options (the vocabulary comes from the tokenizer)."""
     tower = {"d_model": o.d_model, "n_layers": o.n_layers, "n_heads": o.n_heads, "d_ff": o.d_ff,
-             "dropout": o.dropout, "attention": _attention_config(o.attention)}
+             "dropout": o.dropout, "attention": attention_config(o.attention)}
     return {"text_config": {**tower, "max_position_embeddings": o.context},
             "vision_config": {**tower, "image_size": o.image_size, "patch_size": o.patch_size},
             "projection_dim": o.projection_dim}
@@ -374,9 +376,10 @@ def train_clip_shapes(options: CLIPShapesOptions | None = None, out: str | Path 
                                     o.flip, o.max_shift)
     spec = ModelSpec("clip", model_config(o))
     tokens = (o.image_size // o.patch_size) ** 2 + 1 + o.context
-    with _RunFolder(out) as run_dir:
-        config = _train_config(o, o.steps, len(test_set), tokens, run_dir, progress)
-        result, history = _run(spec, train_set, test_set, len(processor.tokenizer), config, o.time_budget_s)
+    with RunFolder(out) as run_dir:
+        config = recipe_train_config(o, o.steps, len(test_set), tokens, run_dir, progress)
+        result, history = train_with_history(spec, train_set, test_set, len(processor.tokenizer), config,
+                                             o.time_budget_s)
     model = result.model
     with tempfile.TemporaryDirectory(prefix="polyformer-clip-") as scratch:
         folder = Path(out) if out is not None else Path(scratch)
@@ -393,5 +396,5 @@ def train_clip_shapes(options: CLIPShapesOptions | None = None, out: str | Path 
         "attention": AttentionSpec.coerce(o.attention).name,
     })
     if out is not None:
-        _write_metrics(Path(out), metrics)
+        write_metrics(Path(out), metrics)
     return CLIPShapesResult(model, processor, metrics, result.seconds, result.steps, history)

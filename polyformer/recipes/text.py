@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +33,8 @@ from torch import nn
 
 from polyformer.attention import AttentionSpec
 from polyformer.errors import ConfigError
-from polyformer.files import atomic_write_text
 from polyformer.options import require
+from polyformer.recipes.common import RunFolder, attention_config, check_common_options, write_metrics
 from polyformer.train import ModelSpec, TrainConfig, train
 from polyformer.train.examples import ExampleSet
 
@@ -162,16 +160,11 @@ class TextTopicsOptions:
         if self.lr is None:
             self.lr = 1e-4 if self.init is not None else 3e-3  # a pretrained encoder needs only a nudge
         require(self.epochs > 0, f"TextTopicsOptions.epochs must be positive, got {self.epochs}")
-        require(isinstance(self.batch_size, int) and self.batch_size >= 1,
-                f"TextTopicsOptions.batch_size must be a positive integer, got {self.batch_size!r}")
-        require(self.lr > 0, f"TextTopicsOptions.lr must be positive, got {self.lr}")
+        check_common_options(self, "TextTopicsOptions")
         require(isinstance(self.unseen_words, int) and 1 <= self.unseen_words < 12,
                 f"TextTopicsOptions.unseen_words must be in [1, 12) (12 words per topic), got {self.unseen_words!r}")
         require(isinstance(self.val_templates, int) and 1 <= self.val_templates < len(TEMPLATES),
                 f"TextTopicsOptions.val_templates must be in [1, {len(TEMPLATES)}), got {self.val_templates!r}")
-        require(self.time_budget_s is None or self.time_budget_s > 0,
-                f"TextTopicsOptions.time_budget_s must be positive or None, got {self.time_budget_s}")
-        AttentionSpec.coerce(self.attention).build()  # unknown mechanisms and options fail now
 
     def init_folder(self) -> Path | None:
         """The folder fine-tuning starts from (None: from scratch)."""
@@ -229,7 +222,7 @@ def train_text_topics(options: TextTopicsOptions | None = None, out: str | Path 
         torch.set_num_threads(o.threads)
     data = split(o.unseen_words, o.val_templates, o.seed)
     init = o.init_folder()
-    spec_attention = {"name": AttentionSpec.coerce(o.attention).name, "options": dict(AttentionSpec.coerce(o.attention).options)}
+    spec_attention = attention_config(o.attention)
     if init is not None:
         tokenizer = AutoTokenizer.from_pretrained(init)
         config: dict[str, Any] = {"init": str(init)}
@@ -243,8 +236,7 @@ def train_text_topics(options: TextTopicsOptions | None = None, out: str | Path 
     train_set, val_set = _examples(data["train"], tokenizer, width), _examples(data["val"], tokenizer, width)
     steps = max(2, int(round(o.epochs * len(train_set) / o.batch_size)))
     spec = ModelSpec("polyformer.recipes.text:build_classifier", config, task="classification")
-    with tempfile.TemporaryDirectory(prefix="polyformer-text-") as tmp:
-        run_dir = Path(out) / "training" if out is not None else Path(tmp)
+    with RunFolder(out) as run_dir:
         train_config = TrainConfig(
             total_steps=steps, batch_size=o.batch_size, seq_len=width, lr=o.lr, min_lr_ratio=0.1,
             warmup_steps=min(o.warmup_steps, steps - 1), weight_decay=o.weight_decay, beta2=0.98, clip=1.0,
@@ -265,5 +257,5 @@ def train_text_topics(options: TextTopicsOptions | None = None, out: str | Path 
     if out is not None:
         out = Path(out)
         model.save_pretrained(out, processor=tokenizer)
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_metrics(out, metrics)
     return TextTopicsResult(model, tokenizer, metrics["val_accuracy"], unseen, result.seconds, result.steps, metrics)

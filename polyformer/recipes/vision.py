@@ -17,9 +17,7 @@ the same options resumes it. ``time_budget_s`` stops training early (with a chec
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +26,12 @@ import torch
 
 from polyformer.attention import AttentionSpec
 from polyformer.data.mnist import MNIST, load_mnist
-from polyformer.files import atomic_write_text
 from polyformer.options import require
+from polyformer.recipes.common import (
+    RunFolder, attention_config, check_common_options, recipe_train_config, train_with_history, write_metrics,
+)
 from polyformer.recipes.digits import DIGIT_LABELS, classification_sets, pixel_sets
-from polyformer.train import ModelSpec, TrainConfig, TrainResult, train
-from polyformer.train.metrics import read_metrics
+from polyformer.train import ModelSpec
 
 __all__ = [
     "IGPTMnistOptions",
@@ -42,68 +41,6 @@ __all__ = [
     "train_igpt_mnist",
     "train_vit_mnist",
 ]
-
-TRAINING_FOLDER = "training"  # the trainer's run (checkpoints, metrics.jsonl) inside a recipe's folder
-
-
-def _check_common(options: Any, name: str) -> None:
-    for field_name in ("batch_size", "seed"):
-        value = getattr(options, field_name)
-        require(isinstance(value, int) and value >= (0 if field_name == "seed" else 1),
-                f"{name}.{field_name} must be a {'non-negative' if field_name == 'seed' else 'positive'} integer, got {value!r}")
-    require(options.lr > 0, f"{name}.lr must be positive, got {options.lr}")
-    require(options.time_budget_s is None or options.time_budget_s > 0,
-            f"{name}.time_budget_s must be positive or None, got {options.time_budget_s}")
-    AttentionSpec.coerce(options.attention).build()  # unknown mechanisms and options fail now
-
-
-def _write_metrics(out: Path, metrics: dict[str, Any]) -> None:
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-
-
-def _attention_config(attention: Any) -> dict[str, Any]:
-    """The attention option as plain JSON (it is part of the model spec saved with checkpoints)."""
-    spec = AttentionSpec.coerce(attention)
-    return {"name": spec.name, "options": dict(spec.options)}
-
-
-def _train_config(options: Any, steps: int, eval_examples: int, tokens_per_example: int, run_dir: Path,
-                  progress: bool) -> TrainConfig:
-    """The trainer's settings of a recipe: its AdamW (beta2 0.98), a warmup of at most a fifth of the
-    run, cosine to 10%, clipping at 1, evaluation on every test example at the end only."""
-    return TrainConfig(
-        total_steps=steps, batch_size=options.batch_size, seq_len=tokens_per_example, lr=options.lr,
-        min_lr_ratio=0.1, warmup_steps=min(options.warmup_steps, steps // 5 + 1, steps - 1) if steps > 1 else 0,
-        weight_decay=options.weight_decay, beta2=0.98, clip=1.0, eval_interval=0,
-        eval_tokens=eval_examples * tokens_per_example, checkpoint_interval=0, keep_checkpoints=1,
-        seed=options.seed, out_dir=str(run_dir), progress=progress,
-    )
-
-
-def _run(spec: ModelSpec, train_set: Any, test_set: Any, size: int, config: TrainConfig,
-         time_budget_s: float | None) -> tuple[TrainResult, list[tuple[int, float]]]:
-    """Train on the one trainer; returns its result and the training loss every 10 steps."""
-    result = train(spec, train_set, test_set, size, config, time_budget_s=time_budget_s)
-    records = [r for r in read_metrics(Path(config.out_dir) / "metrics.jsonl") if r.get("kind") == "train"]
-    history = [(r["step"] - 1, float(r["loss"])) for r in records
-               if (r["step"] - 1) % 10 == 0 or r["step"] == records[-1]["step"]]
-    result.model.eval()
-    return result, history
-
-
-class _RunFolder:
-    """``out/training`` when the recipe saves a folder, else a temporary folder removed afterwards."""
-
-    def __init__(self, out: str | Path | None) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="polyformer-recipe-") if out is None else None
-        self.path = Path(self._tmp.name) if self._tmp else Path(out) / TRAINING_FOLDER
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,7 +78,7 @@ class ViTMnistOptions:
     time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
-        _check_common(self, "ViTMnistOptions")
+        check_common_options(self, "ViTMnistOptions")
         require(self.epochs > 0, f"ViTMnistOptions.epochs must be positive, got {self.epochs}")
         require(0 <= self.max_shift < self.image_size // 2, f"ViTMnistOptions.max_shift must be in [0, {self.image_size // 2})")
 
@@ -170,13 +107,13 @@ def train_vit_mnist(options: ViTMnistOptions | None = None, out: str | Path | No
     spec = ModelSpec("vit", {
         "image_size": o.image_size, "patch_size": o.patch_size, "num_channels": 1, "d_model": o.d_model,
         "n_layers": o.n_layers, "n_heads": o.n_heads, "d_ff": o.d_ff, "dropout": o.dropout,
-        "attention": _attention_config(o.attention), "id2label": dict(DIGIT_LABELS),
+        "attention": attention_config(o.attention), "id2label": dict(DIGIT_LABELS),
     })
     steps = max(1, int(round(o.epochs * max(1, len(train_set) // o.batch_size))))
     tokens = (o.image_size // o.patch_size) ** 2 + 1  # patches and the class token
-    with _RunFolder(out) as run_dir:
-        config = _train_config(o, steps, len(test_set), tokens, run_dir, progress)
-        result, history = _run(spec, train_set, test_set, len(DIGIT_LABELS), config, o.time_budget_s)
+    with RunFolder(out) as run_dir:
+        config = recipe_train_config(o, steps, len(test_set), tokens, run_dir, progress)
+        result, history = train_with_history(spec, train_set, test_set, len(DIGIT_LABELS), config, o.time_budget_s)
     model = result.model
     metrics = {
         "recipe": "vit-mnist", "test_accuracy": result.metrics["val_accuracy"], "test_loss": result.final_val_loss,
@@ -190,7 +127,7 @@ def train_vit_mnist(options: ViTMnistOptions | None = None, out: str | Path | No
         out = Path(out)
         model.save_pretrained(out)
         processor.save_pretrained(out)
-        _write_metrics(out, metrics)
+        write_metrics(out, metrics)
     return ViTMnistResult(model, processor, metrics["test_accuracy"], result.seconds, result.steps, history, metrics)
 
 
@@ -230,7 +167,7 @@ class IGPTMnistOptions:
     time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
-        _check_common(self, "IGPTMnistOptions")
+        check_common_options(self, "IGPTMnistOptions")
         require(2 <= self.n_colors <= 64, f"IGPTMnistOptions.n_colors must be in [2, 64], got {self.n_colors}")
         require(4 <= self.image_size <= 28, f"IGPTMnistOptions.image_size must be in [4, 28], got {self.image_size}")
         require(self.steps >= 1, f"IGPTMnistOptions.steps must be positive, got {self.steps}")
@@ -263,12 +200,12 @@ def train_igpt_mnist(options: IGPTMnistOptions | None = None, out: str | Path | 
     n_pixels = o.image_size * o.image_size
     spec = ModelSpec("igpt", {
         "n_positions": n_pixels, "d_model": o.d_model, "n_layers": o.n_layers, "n_heads": o.n_heads,
-        "d_ff": o.d_ff, "dropout": o.dropout, "attention": _attention_config(o.attention),
+        "d_ff": o.d_ff, "dropout": o.dropout, "attention": attention_config(o.attention),
     })
-    with _RunFolder(out) as run_dir:
-        config = _train_config(o, o.steps, len(test_set), n_pixels, run_dir, progress)
+    with RunFolder(out) as run_dir:
+        config = recipe_train_config(o, o.steps, len(test_set), n_pixels, run_dir, progress)
         # vocabulary: the palette colours and the start-of-image token
-        result, history = _run(spec, train_set, test_set, o.n_colors + 1, config, o.time_budget_s)
+        result, history = train_with_history(spec, train_set, test_set, o.n_colors + 1, config, o.time_budget_s)
     model = result.model
     test_bpd = result.final_val_loss / math.log(2)  # nats per pixel -> bits per dimension
     completer = ImageCompletionPipeline(model, processor, num_samples=o.grid_samples, temperature=o.temperature,
@@ -289,7 +226,7 @@ def train_igpt_mnist(options: IGPTMnistOptions | None = None, out: str | Path | 
         out = Path(out)
         model.save_pretrained(out)
         processor.save_pretrained(out)
-        _write_metrics(out, metrics)
+        write_metrics(out, metrics)
         if grid is not None:
             grid.save(out / "completions.png")
     return IGPTMnistResult(model, processor, test_bpd, result.seconds, result.steps, grid, history, metrics)
