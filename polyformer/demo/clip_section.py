@@ -99,27 +99,29 @@ def _similarity_figure(report: Report, section: Section, result: Any, test: Any)
     fig.savefig(report.path("clip_similarity.png"), dpi=110)
     plt.close(fig)
     right = int((probs.argmax(axis=1) == np.arange(len(BATCH))).sum())
-    section.text(f"One test batch: each image's probabilities over the eight captions (logits_per_image.softmax(dim=1), "
-                 f"as the CLIP example in the chapter computes them). {right} of 8 images give their own caption "
-                 f"the highest probability; the first four combinations were never seen in training.")
+    section.text(f"One test batch: each image's probabilities over the eight captions "
+                 f"(logits_per_image.softmax(dim=1), as the CLIP example in the chapter computes them). {right} of "
+                 f"8 images give their own caption the highest probability; the first four combinations were never "
+                 f"seen in training.")
     section.figure("clip_similarity.png", "CLIP similarities of a batch of test images and captions")
 
 
 def _results_tables(section: Section, m: dict[str, Any]) -> None:
+    via = ("through pipeline('zero-shot-image-classification') on the saved folder" if m["ensemble_via"] == "pipeline"
+           else "computed directly: the zero-shot pipeline is not available")
     section.text(f"Classification of the {m['test_images']:,} test images over all 24 colour x shape classes "
                  f"(chance {m['chance']:.1%}); {m['held_out_test_images']} of them show a held-out combination. "
-                 "The prompt ensemble averages the text embeddings of nine wordings per class ("
-                 + ("through pipeline('zero-shot-image-classification') on the saved folder" if m["ensemble_via"] == "pipeline"
-                    else "computed directly: the zero-shot pipeline is not available")
-                 + "). The 24-class probe is trained on every "
+                 f"The prompt ensemble averages the text embeddings of nine wordings per class ({via}). "
+                 "The 24-class probe is trained on every "
                  "training image, held-out combinations included, so it is a reference for what the image "
                  "embedding holds; the colour and shape probes never see the held-out combinations.")
     header = ["method", "all classes", "held-out combinations", "seen combinations"]
     rows = [[label, m[f"{key}_accuracy"], m[f"{key}_held_out_accuracy"], m[f"{key}_seen_accuracy"]]
-            for label, key in (("zero-shot, 'a photo of a {}'", "zero_shot"), ("zero-shot, prompt ensemble", "ensemble"),
+            for label, key in (("zero-shot, 'a photo of a {}'", "zero_shot"),
+                               ("zero-shot, prompt ensemble", "ensemble"),
                                ("linear probe, 24 classes (sees held-out labels)", "probe"),
                                ("colour probe + shape probe", "factored_probe"))]
     section.table(header, rows)
     section.table(["held-out combination", "test images", "zero-shot", "prompt ensemble", "chosen most often"],
-                  [[r["combination"], r["test_images"], r["zero_shot_accuracy"], r["ensemble_accuracy"], r["most_chosen"]]
-                   for r in m["held_out"]])
+                  [[r["combination"], r["test_images"], r["zero_shot_accuracy"], r["ensemble_accuracy"],
+                    r["most_chosen"]] for r in m["held_out"]])

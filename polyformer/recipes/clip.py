@@ -106,7 +106,8 @@ class CLIPShapesOptions:
                                           f"is 10 tokens; CLIP reads 77), got {self.context}")
         require(self.captions_per_image >= 1, "CLIPShapesOptions.captions_per_image must be at least 1")
         require(isinstance(self.max_shift, int) and 0 <= self.max_shift < self.image_size // 2,
-                f"CLIPShapesOptions.max_shift must be an integer in [0, {self.image_size // 2}), got {self.max_shift!r}")
+                f"CLIPShapesOptions.max_shift must be an integer in [0, {self.image_size // 2}), "
+                f"got {self.max_shift!r}")
         self.held_out = tuple((str(c), str(s)) for c, s in self.held_out)
         for color, shape in self.held_out:
             require(color in COLORS and shape in SHAPES, f"CLIPShapesOptions.held_out: unknown combination "
@@ -188,7 +189,8 @@ def pair_sets(processor: Any, train: ShapeSet, test: ShapeSet, captions_per_imag
     texts = [c for row in captions(train.colors, train.shapes, k, seed) for c in row]
     tokens = {name: value.reshape(len(train), k, context) for name, value in _tokens(processor, texts, context).items()}
     train_set = ExampleSet({"pixel_values": pixel_values(processor, train), **tokens},
-                           torch.from_numpy(train.classes), augment=partial(augment_pairs, flip=flip, max_shift=max_shift))
+                           torch.from_numpy(train.classes),
+                           augment=partial(augment_pairs, flip=flip, max_shift=max_shift))
     test_texts = [row[0] for row in captions(test.colors, test.shapes, 1, seed + 1)]
     test_set = ExampleSet({"pixel_values": pixel_values(processor, test), **_tokens(processor, test_texts, context)},
                           torch.from_numpy(test.classes))
@@ -338,9 +340,10 @@ def evaluate_shapes(model: Any, processor: Any, train: ShapeSet, test: ShapeSet,
     for color, shape in held_out:
         mine = test.classes == COLORS.index(color) * len(SHAPES) + SHAPES.index(shape)
         guesses = np.bincount(predicted[mine], minlength=len(CLASS_NAMES))
+        right = test.classes[mine]
         rows.append({"combination": f"{color} {shape}", "test_images": int(mine.sum()),
-                     "zero_shot_accuracy": float((predicted[mine] == test.classes[mine]).mean()) if mine.any() else None,
-                     "ensemble_accuracy": float((ensemble[mine] == test.classes[mine]).mean()) if mine.any() else None,
+                     "zero_shot_accuracy": float((predicted[mine] == right).mean()) if mine.any() else None,
+                     "ensemble_accuracy": float((ensemble[mine] == right).mean()) if mine.any() else None,
                      "most_chosen": CLASS_NAMES[int(guesses.argmax())]})
     metrics["held_out"] = rows
     metrics["chance"] = 1 / len(CLASS_NAMES)

@@ -266,7 +266,8 @@ class SweepResult:
 
 
 def load_sweep_data(plan: SweepPlan, data: str | Path) -> TaskData:
-    """The data the plan's family trains on (a token folder, or ``mnist`` digits for image families)."""
+    """The data the plan's family trains on (a token folder, ``mnist`` digits for vit and igpt, ``shapes`` for
+    clip)."""
     return load_task_data(ModelSpec(plan.family).task_name, data, plan.data_options)
 
 
@@ -275,7 +276,8 @@ def run_sweep(plan: SweepPlan, data: str | Path, store_path: str | Path, sweep: 
               log: Callable[[str], None] = print, executor: Executor | None = None) -> SweepResult:
     """Train every run of ``plan`` on ``data`` and record it in the store.
 
-    ``data``: a prepared token folder for text families, ``mnist[:source]`` for image families.
+    ``data``: a prepared token folder for text families, ``mnist[:source]`` for vit and igpt,
+    ``shapes`` for clip.
     Finished runs are skipped; an interrupted run resumes from its checkpoint. A run that fails
     is recorded as failed (with its error) and the sweep goes on. ``executor`` runs the trials
     (default: one after another in this process); only this process writes the store.

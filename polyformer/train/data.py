@@ -11,8 +11,9 @@
   ``n_colors`` (iGPT's resolution and palette);
 * the contrastive task: ``"shapes"``, easy-VQA's coloured shapes paired with captions, four
   colour x shape combinations held out of training
-  (:func:`polyformer.recipes.clip.shapes_pair_sets`). ``options``: ``captions_per_image`` (8), ``context`` (16), ``image_size`` (64), ``flip`` and
-  ``max_shift`` (the augmentation, off), ``seed`` (0), ``train_limit`` / ``test_limit``.
+  (:func:`polyformer.recipes.clip.shapes_pair_sets`). ``options``: ``captions_per_image`` (8),
+  ``context`` (16), ``image_size`` (64), ``flip`` and ``max_shift`` (the augmentation, off),
+  ``seed`` (0), ``train_limit`` / ``test_limit``.
 
 The result carries a *fingerprint*: what identifies the data, so that a sweep's finished runs are
 never mixed with runs on other data under the same name.
