@@ -13,9 +13,11 @@ from polyformer.processors.combined import CombinedProcessor
 from polyformer.processors.image import ImageGPTProcessor, ImageProcessor, fit_palette, load_image, load_image_processor
 from polyformer.processors.text import TextTokenizer, train_bpe
 from polyformer.processors.tokenizer import BatchEncoding, TokenizerBase
+from polyformer.processors.video import VideoProcessor, load_video
 from polyformer.processors.wordpiece import WordPieceTokenizer
 
 __all__ = ["AutoImageProcessor", "AutoProcessor", "AutoTokenizer", "BatchEncoding", "CLIPImageProcessor", "CLIPProcessor",
            "CLIPTokenizer", "CombinedProcessor",
-           "ImageGPTProcessor", "ImageProcessor", "Processor", "TextTokenizer", "TokenizerBase", "WordPieceTokenizer",
-           "fit_palette", "load_image", "load_image_processor", "register_processor", "train_bpe"]
+           "ImageGPTProcessor", "ImageProcessor", "Processor", "TextTokenizer", "TokenizerBase", "VideoProcessor",
+           "WordPieceTokenizer",
+           "fit_palette", "load_image", "load_image_processor", "load_video", "register_processor", "train_bpe"]
