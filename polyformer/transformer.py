@@ -537,6 +537,7 @@ class _Stack(nn.Module):
         score_mod: Any = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        layer_kwargs: dict[str, Any] | None = None,
     ) -> StackOutput:
         where = type(self).__name__
         if x.dim() != 3 or x.shape[-1] != self.config.d_model:
@@ -592,7 +593,7 @@ class _Stack(nn.Module):
                 cache=None if caches is None else caches[i],
                 encoder_states=encoder_states, encoder_padding_mask=encoder_padding_mask,
                 attention_bias=_bias_for_layer(attention_bias, i), score_mod=score_mod,
-                output_attentions=output_attentions,
+                output_attentions=output_attentions, **(layer_kwargs or {}),
             )
             if output_attentions:
                 x, layer_attentions, layer_cross = out
@@ -654,11 +655,16 @@ class Encoder(_Stack):
         score_mod: Any = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        layer_kwargs: dict[str, Any] | None = None,
     ) -> StackOutput:
-        """Like :meth:`forward`, returning a :class:`StackOutput` with the states asked for."""
+        """Like :meth:`forward`, returning a :class:`StackOutput` with the states asked for.
+
+        ``layer_kwargs`` are passed to every layer as extra keywords: the inputs of a ``block_fn``
+        layer that the protocol does not name (TimeSformer's blocks take ``num_frames``).
+        """
         return self._run(
             x, key_padding_mask, position_ids, None, encoder_states, encoder_padding_mask,
-            attention_bias, score_mod, output_hidden_states, output_attentions,
+            attention_bias, score_mod, output_hidden_states, output_attentions, layer_kwargs,
         )
 
 

@@ -33,11 +33,13 @@ class FactorisedAttention(MultiHeadAttention):
         self.axis = axis
 
     def forward(  # type: ignore[override]
-        self, x: Tensor, cls: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
+        self, x: Tensor, cls: Tensor | None = None, *, output_attentions: bool = False
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor]:
         """(B, T, S, D) [+ class token (B, 1, D)] -> (B, T, S, D) and the class token's output.
 
-        The class token's output is None along time (it does not take part there).
+        The class token's output is None along time (it does not take part there). With
+        ``output_attentions`` a third item is returned: the probabilities of each sequence,
+        (B·S, H, T, T) along time, (B·T, H, [1 +] S, [1 +] S) along space (the class token first).
         """
         if x.dim() != 4:
             raise ShapeError(
@@ -49,14 +51,24 @@ class FactorisedAttention(MultiHeadAttention):
                 f"FactorisedAttention: the class token must be (batch, 1, d_model) = {(b, 1, d)}, "
                 f"got {tuple(cls.shape)}"
             )
+        probs: tuple[Tensor, ...] = ()
+
+        def attend(seq: Tensor) -> Tensor:
+            nonlocal probs
+            if not output_attentions:
+                return super(FactorisedAttention, self).forward(seq)
+            out, p = super(FactorisedAttention, self).forward(seq, output_attentions=True)
+            probs = (p,)
+            return out
+
         if self.axis == "time":
             frames = x.transpose(1, 2).reshape(b * s, t, d)  # one sequence of frames per position
-            out = super().forward(frames)
-            return out.view(b, s, t, d).transpose(1, 2), None
+            out = attend(frames)
+            return (out.view(b, s, t, d).transpose(1, 2), None, *probs)  # type: ignore[return-value]
         patches = x.reshape(b * t, s, d)  # one sequence of patches per frame
         if cls is None:
-            return super().forward(patches).view(b, t, s, d), None
+            return (attend(patches).view(b, t, s, d), None, *probs)  # type: ignore[return-value]
         tokens = torch.cat([cls.expand(b, t, d).reshape(b * t, 1, d), patches], dim=1)
-        out = super().forward(tokens)  # (B*T, 1 + S, D)
+        out = attend(tokens)  # (B*T, 1 + S, D)
         cls_out = out[:, 0].view(b, t, d).mean(dim=1, keepdim=True)  # one class token again
-        return out[:, 1:].reshape(b, t, s, d), cls_out
+        return (out[:, 1:].reshape(b, t, s, d), cls_out, *probs)  # type: ignore[return-value]

@@ -40,18 +40,23 @@ def _compute_dtype(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def resize_positions_1d(table: Tensor, new_length: int, *, num_prefix_tokens: int = 0) -> Tensor:
+def resize_positions_1d(
+    table: Tensor, new_length: int, *, num_prefix_tokens: int = 0, mode: str = "linear"
+) -> Tensor:
     """Linearly interpolate a 1-D position table to ``new_length`` rows (plus the prefix rows).
 
     Uses ``align_corners=False`` (cell centres map onto cell centres), so a table resized to its own
-    length is returned unchanged.
+    length is returned unchanged. ``mode="nearest"`` repeats rows instead (TimeSformer's time table).
     """
     where = "resize_positions_1d"
     prefix, rows, batched = _split(table, num_prefix_tokens, where)
     if new_length <= 0:
         raise ShapeError(f"{where}: new_length must be positive, got {new_length}")
+    if mode not in ("linear", "nearest"):
+        raise ConfigError(f"{where}: mode must be 'linear' or 'nearest', got {mode!r}")
     x = _compute_dtype(rows).t()[None]  # (1, d, N)
-    resized = F.interpolate(x, size=new_length, mode="linear", align_corners=False)[0].t()
+    corners = None if mode == "nearest" else False  # nearest takes no align_corners
+    resized = F.interpolate(x, size=new_length, mode=mode, align_corners=corners)[0].t()
     return _join(prefix, resized, batched, table.dtype)
 
 
@@ -66,7 +71,7 @@ def resize_positions_2d(
     """Interpolate a row-major (height, width) grid of positions to ``new_grid`` (ViT, CLIP).
 
     ``old_grid`` defaults to a square grid. Bicubic with ``align_corners=False`` is what Hugging
-    Face's ``ViTEmbeddings.interpolate_pos_encoding`` does.
+    Face's ``ViTEmbeddings.interpolate_pos_encoding`` does; TimeSformer's uses ``"nearest"``.
     """
     where = "resize_positions_2d"
     prefix, rows, batched = _split(table, num_prefix_tokens, where)
@@ -80,11 +85,12 @@ def resize_positions_2d(
         old_grid = (side, side)
     if old_grid[0] * old_grid[1] != n:
         raise ShapeError(f"{where}: old_grid {tuple(old_grid)} does not hold {n} positions")
-    if mode not in ("bicubic", "bilinear"):
-        raise ConfigError(f"{where}: mode must be 'bicubic' or 'bilinear', got {mode!r}")
+    if mode not in ("bicubic", "bilinear", "nearest"):
+        raise ConfigError(f"{where}: mode must be 'bicubic', 'bilinear' or 'nearest', got {mode!r}")
     if min(new_grid) <= 0:
         raise ShapeError(f"{where}: new_grid must be positive, got {tuple(new_grid)}")
     grid = _compute_dtype(rows).reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    resized = F.interpolate(grid, size=tuple(new_grid), mode=mode, align_corners=False)
+    corners = None if mode == "nearest" else False  # nearest takes no align_corners
+    resized = F.interpolate(grid, size=tuple(new_grid), mode=mode, align_corners=corners)
     resized = resized.permute(0, 2, 3, 1).reshape(-1, dim)  # (new_h * new_w, d)
     return _join(prefix, resized, batched, table.dtype)

@@ -21,6 +21,7 @@ FAMILY_MODULES: dict[str, str] = {
     "clip": "polyformer.models.clip",
     "clip_text_model": "polyformer.models.clip",
     "clip_vision_model": "polyformer.models.clip",
+    "timesformer": "polyformer.models.timesformer",
 }
 
 _REGISTRY: dict[str, list[type[PretrainedModel]]] = {}
