@@ -174,4 +174,4 @@ def test_resize_2d_non_square_source_and_errors():
     with pytest.raises(ShapeError, match=r"\(N, d\) or \(1, N, d\)"):
         resize_positions_1d(torch.randn(2, 3, 4), 5)
     with pytest.raises(ConfigError, match="bicubic"):
-        resize_positions_2d(table, (4, 4), old_grid=(6, 4), mode="nearest")
+        resize_positions_2d(table, (4, 4), old_grid=(6, 4), mode="area")
