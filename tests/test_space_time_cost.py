@@ -18,6 +18,7 @@ from polyformer.bench.space_time import (
     growth,
     materialised_bytes,
     measure_layer,
+    plot_records,
     projection_flops,
     run_space_time,
     score_flops,
@@ -155,7 +156,7 @@ def test_measure_layer_reports_time_and_memory():
     assert result["runs"] == 2 and result["ms"] > 0 and result["peak_mb"] >= 0
 
 
-def test_run_space_time_records_flops_and_skips_what_would_not_fit():
+def test_run_space_time_records_flops_and_skips_what_would_not_fit(tmp_path):
     cases = [Case("joint dense (scores held)", "joint", materialise=True), Case("space_only dense", "space_only"),
              Case("joint linear", "joint", "linear")]
     held_at_4 = materialised_bytes(4, 9, 2) / (1 << 20)
@@ -170,6 +171,7 @@ def test_run_space_time_records_flops_and_skips_what_would_not_fit():
     assert by[("joint linear", 4)]["score_pairs"] is None and by[("joint linear", 4)]["score_flops"] > 0
     assert "over the" in format_table(records)
     assert set(growth(records)) == {"space_only dense", "joint linear"}  # the skipped case has one point
+    assert plot_records(records, tmp_path / "cost.png").stat().st_size > 0
 
 
 def test_one_case_runs_in_a_fresh_process():

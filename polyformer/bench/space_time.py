@@ -280,24 +280,32 @@ def format_table(records: list[dict[str, Any]]) -> str:
 
 
 def plot_records(records: list[dict[str, Any]], out: str | Path, title: str = "") -> Path:
-    """Three panels against frames: time, peak memory and score FLOPs; one line per case."""
+    """Three panels against frames: time, peak memory and score FLOPs; one line per case.
+
+    Skipped cases appear on the memory panel as crosses at the memory they would have needed.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for label in dict.fromkeys(r["case"] for r in records):
+    colours = plt.get_cmap("tab10").colors
+    for i, label in enumerate(dict.fromkeys(r["case"] for r in records)):
         rows = sorted((r for r in records if r["case"] == label), key=lambda r: r["frames"])
-        style = "-" if label.split()[0] in ("divided", "space_only") or "dense" in label else ":"
+        # Solid: exact attention of each type; dotted: other mechanisms on the joint sequence.
+        line = dict(linestyle="-" if "dense" in label else ":", marker="o", color=colours[i % len(colours)],
+                    label=label)
         measured = [r for r in rows if "ms" in r]
         if measured:
             ts = [r["frames"] for r in measured]
-            axes[0].plot(ts, [r["ms"] for r in measured], style, marker="o", label=label)
-            axes[1].plot(ts, [max(r["peak_mb"], 1.0) for r in measured], style, marker="o", label=label)
-        if "(scores held)" not in label:  # same FLOPs as the fused dense line
-            axes[2].plot([r["frames"] for r in rows], [r["score_flops"] / 1e9 for r in rows], style, marker="o",
-                         label=label)
+            axes[0].plot(ts, [r["ms"] for r in measured], **line)
+            axes[1].plot(ts, [max(r["peak_mb"], 1.0) for r in measured], **line)
+        skipped = [r for r in rows if "skipped" in r and "held_mb" in r]
+        if skipped:  # what the skipped cases would have needed, from the formula
+            axes[1].plot([r["frames"] for r in skipped], [r["held_mb"] for r in skipped], linestyle="none",
+                         marker="x", markersize=9, color=line["color"])
+        axes[2].plot([r["frames"] for r in rows], [r["score_flops"] / 1e9 for r in rows], **line)
     for ax, name, unit in zip(axes, ("time per forward pass", "peak memory", "score FLOPs"), ("ms", "MB", "GFLOP")):
         ax.set_title(name)
         ax.set_ylabel(unit)
