@@ -183,3 +183,12 @@ def test_factorised_attention_returns_the_probabilities_of_each_sequence(axis):
     _, ref = plain(seqs, output_attentions=True)
     torch.testing.assert_close(probs, ref)
     torch.testing.assert_close(out, layer(x, cls if axis == "space" else None)[0])
+
+
+def test_module_example_runs():
+    import doctest
+
+    from polyformer.models import timesformer
+
+    result = doctest.testmod(timesformer)
+    assert result.attempted > 0 and result.failed == 0
