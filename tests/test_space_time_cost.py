@@ -121,10 +121,12 @@ def test_joint_path_that_holds_the_scores_gives_the_same_output():
         torch.testing.assert_close(module(x, output_attentions=True), module(x))
 
 
-def test_a_window_covering_the_whole_joint_sequence_is_dense_attention():
+@pytest.mark.parametrize("backend", ["kernel", "auto"])
+def test_a_window_covering_the_whole_joint_sequence_is_dense_attention(backend):
     torch.manual_seed(0)
     dense = SpaceTimeAttention("joint", 12, 3).double()
-    window = SpaceTimeAttention("joint", 12, 3, attention={"name": "sliding_window", "options": {"window": 12}})
+    options = {"window": 12, "backend": backend}
+    window = SpaceTimeAttention("joint", 12, 3, attention={"name": "sliding_window", "options": options})
     window.load_state_dict(dense.state_dict())
     x = torch.randn(1, 3, 4, 12, dtype=torch.float64)
     with torch.no_grad():
@@ -178,3 +180,14 @@ def test_one_case_runs_in_a_fresh_process():
     records = run_space_time([2], patches=4, d_model=8, n_heads=2, cases=[Case("divided dense", "divided")],
                              repeats=1, threads=1, timeout=120)
     assert records[0]["ms"] > 0 and "error" not in records[0]
+
+
+def test_demo_section_writes_its_table_and_figure(tmp_path):
+    from polyformer.demo.report import Report
+    from polyformer.demo.space_time_section import add_section
+
+    report = Report(tmp_path)
+    add_section(report, quick=True)
+    page = report.write().read_text()
+    assert "Video attention" in page and "divided dense" in page and "T^" in page
+    assert (tmp_path / "space_time_attention.png").stat().st_size > 0
