@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "polyformer.commands.vision",
     "polyformer.commands.text",
     "polyformer.commands.clip",
+    "polyformer.commands.video",
 )
 
 

@@ -21,6 +21,7 @@ TASK_MODULES: dict[str, str] = {
     "fill-mask": "polyformer.pipelines.fill_mask",
     "feature-extraction": "polyformer.pipelines.feature_extraction",
     "zero-shot-image-classification": "polyformer.pipelines.zero_shot_image_classification",
+    "video-classification": "polyformer.pipelines.video_classification",
 }
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}
