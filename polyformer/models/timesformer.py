@@ -193,14 +193,19 @@ class DividedBlock(nn.Module):
         if given:
             raise ConfigError(f"TimeSformer's divided blocks take no {', '.join(given)}")
         b, n, d = x.shape
-        cls, patches = x[:, :1], x[:, 1:].view(b, (n - 1) // num_frames, num_frames, d).transpose(1, 2)  # (B, T, S, d)
-        time_out, _ = self.time_attn(self.time_norm(patches))
+        t = num_frames
+        s_ = (n - 1) // t
+        cls, patches = x[:, :1], x[:, 1:]  # (B, 1, d), (B, S·T, d) position-major
+        # Views keep the position-major memory, so the time axis needs no copy: (B, S, T, d) -> (B, T, S, d)
+        time_out, _ = self.time_attn(self.time_norm(patches).view(b, s_, t, d).transpose(1, 2))
         # transformers drops the branch before the projection; the projection starts at zero.
+        time_out = time_out.transpose(1, 2).reshape(b, s_ * t, d)
         patches = patches + self.time_proj(self.drop_path(time_out))
-        out = self.attn(self.attn_norm(patches), self.attn_norm(cls), output_attentions=output_attentions)
+        frames = self.attn_norm(patches).view(b, s_, t, d).transpose(1, 2)  # (B, T, S, d)
+        out = self.attn(frames, self.attn_norm(cls), output_attentions=output_attentions)
         cls = cls + self.drop_path(out[1])
-        patches = patches + self.drop_path(out[0])  # (B, T, S, d)
-        x = torch.cat((cls, patches.transpose(1, 2).flatten(1, 2)), dim=1)  # position-major again
+        patches = patches + self.drop_path(out[0].transpose(1, 2).reshape(b, s_ * t, d))
+        x = torch.cat((cls, patches), dim=1)
         x = x + self.drop_path(self.mlp(self.mlp_norm(x)))
         return (x, out[2], None) if output_attentions else x
 
