@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = {name: args.videos / t.best for name, t in timings.items()}
     per_cpu = {name: args.videos / t.cpu_best for name, t in timings.items()}
     record: dict[str, Any] = {
-        "benchmark": "timesformer_pipeline", "model": "tiny-random-timesformer" if args.quick else "timesformer-base-random",
+        "benchmark": "timesformer_pipeline",
+        "model": "tiny-random-timesformer" if args.quick else "timesformer-base-random",
         "attention_type": "divided_space_time", "videos": args.videos, "frames": num_frames,
         "frame_size": list(args.frame_size), "threads": args.threads, "repeats": args.repeats,
         "folder_build_s": round(build_s, 1),

@@ -155,5 +155,6 @@ def test_same_output_as_transformers_pipeline_on_a_video_file(folder, tmp_path):
     theirs = transformers.pipeline("video-classification", model=str(folder))
     ours = pipeline("video-classification", model=folder)
     # num_frames stays the config's: transformers' divided blocks mix frames up at other counts
-    for kwargs in (dict(top_k=3, frame_sampling_rate=1), dict(top_k=5, frame_sampling_rate=2), dict(frame_sampling_rate=3)):
+    for kwargs in (dict(top_k=3, frame_sampling_rate=1), dict(top_k=5, frame_sampling_rate=2),
+                   dict(frame_sampling_rate=3)):
         _assert_same([ours(str(tmp_path / "c.mp4"), **kwargs)], [theirs(str(tmp_path / "c.mp4"), **kwargs)])

@@ -10,7 +10,8 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     classify = subparsers.add_parser("classify-video", help="top classes of videos with a video classifier folder")
     classify.add_argument("videos", nargs="+",
-                          help="videos: GIF / APNG files, folders of frames, or video files (those need PyAV: pip install av)")
+                          help="videos: GIF / APNG files, folders of frames, or video files (those need PyAV: "
+                               "pip install av)")
     classify.add_argument("--model", required=True, type=Path,
                           help="model folder (config.json, weights, preprocessor_config.json)")
     classify.add_argument("--top-k", type=int, default=5, help="classes to show per video (default 5)")

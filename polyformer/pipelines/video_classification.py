@@ -95,7 +95,8 @@ class VideoClassificationPipeline(ImageClassificationPipeline):
 
 
 @register_pipeline("video-classification")
-def build_video_classification(model: Any, processor: VideoProcessor | None = None, **kwargs: Any) -> VideoClassificationPipeline:
+def build_video_classification(model: Any, processor: VideoProcessor | None = None,
+                               **kwargs: Any) -> VideoClassificationPipeline:
     """``pipeline("video-classification", model=FOLDER or model, processor=None, top_k=5, num_frames=None,
     frame_sampling_rate=None, batch_size=4)``."""
     model, processor = load_video_model(model, processor)

@@ -82,8 +82,10 @@ class VideoProcessor(ImageProcessor):
 
     @classmethod
     def for_video_processor_file(cls, **settings: Any) -> "VideoProcessor":
-        """``TimesformerVideoProcessor``'s defaults (ImageNet mean / std), saved as ``video_preprocessor_config.json``."""
-        defaults = {"image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD, "file_name": VIDEO_CONFIG_NAME}
+        """``TimesformerVideoProcessor``'s defaults (ImageNet mean / std), saved as
+        ``video_preprocessor_config.json``."""
+        defaults = {"image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD,
+                    "file_name": VIDEO_CONFIG_NAME}
         return cls(**{**defaults, **settings})
 
     # -- files ------------------------------------------------------------------------------------
@@ -100,10 +102,12 @@ class VideoProcessor(ImageProcessor):
             raw = {"image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD, **raw}
         else:
             raise missing_files_error(folder, f"{CONFIG_NAME} or {VIDEO_CONFIG_NAME}",
-                                      "processor.save_pretrained(folder) (a video model needs the processor it was trained with)")
+                                      "processor.save_pretrained(folder) (a video model needs the processor it "
+                                      "was trained with)")
         named = raw.get("image_processor_type") or raw.get("video_processor_type")
         if named is not None and named not in _NAMES:
-            raise ConfigError(f"{path} names {named!r}, not a TimeSformer / VideoMAE processor ({', '.join(sorted(_NAMES))})")
+            raise ConfigError(f"{path} names {named!r}, not a TimeSformer / VideoMAE processor "
+                              f"({', '.join(sorted(_NAMES))})")
         return cls.from_dict({**raw, **overrides, "file_name": path.name}, str(path))
 
     @classmethod
@@ -189,8 +193,8 @@ class VideoProcessor(ImageProcessor):
         raise ConfigError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
 
 
-_NAMES = ("VideoMAEImageProcessor", "VideoMAEImageProcessorPil", "VideoMAEImageProcessorFast", "VideoMAEFeatureExtractor",
-          *_VIDEO_PROCESSOR_NAMES)
+_NAMES = ("VideoMAEImageProcessor", "VideoMAEImageProcessorPil", "VideoMAEImageProcessorFast",
+          "VideoMAEFeatureExtractor", *_VIDEO_PROCESSOR_NAMES)
 
 # transformers' names for TimeSformer's processors; a timesformer folder with neither file's type uses this one
 register_processor("image_processor", VideoProcessor, names=list(_NAMES), model_types=["timesformer"])

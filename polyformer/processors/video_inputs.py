@@ -51,7 +51,8 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 # ------------------------------------------------------------------------------------------------
 # Which frames
 # ------------------------------------------------------------------------------------------------
-def sample_indices(length: int, num_frames: int | None, sampling: str | int = "uniform", where: str = "video") -> list[int]:
+def sample_indices(length: int, num_frames: int | None, sampling: str | int = "uniform",
+                   where: str = "video") -> list[int]:
     """The frame indices to keep from a clip of ``length`` frames (see the module docstring)."""
     if num_frames is not None and (not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1):
         raise ConfigError(f"num_frames must be a positive integer or None (all frames), got {num_frames!r}")
@@ -168,7 +169,8 @@ def _natural_key(path: Path) -> list[Any]:
 
 
 def _read_folder(folder: Path) -> list[Image.Image]:
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES),
+                   key=_natural_key)
     if not files:
         raise DataError(f"{folder}: the folder holds no frame images ({', '.join(FRAME_SUFFIXES)})")
     return [load_image(p, str(p)) for p in files]
@@ -184,7 +186,10 @@ def _read_animated(path: Path, where: str) -> list[Image.Image]:
         frames = []
         for frame in ImageSequence.Iterator(image):
             # GIF frames are palette images over the previous frame: RGBA keeps what Pillow composited
-            frames.append(frame.convert("RGBA" if _has_alpha(frame) else "RGB") if frame.mode not in ("L", "RGB") else frame.copy())
+            if frame.mode in ("L", "RGB"):
+                frames.append(frame.copy())
+            else:
+                frames.append(frame.convert("RGBA" if _has_alpha(frame) else "RGB"))
     except UnidentifiedImageError:
         raise DataError(f"{where}: not a video or animated image Pillow can read (corrupt, or another format); "
                         "video files need PyAV (pip install av)") from None
@@ -201,7 +206,8 @@ def _has_alpha(frame: Image.Image) -> bool:
 
 def _is_codec_file(path: Path) -> bool:
     """A file that is neither a folder nor a format Pillow animates (so PyAV must read it)."""
-    return path.is_file() and path.suffix.lower() not in PILLOW_VIDEO_SUFFIXES and path.suffix.lower() not in FRAME_SUFFIXES
+    suffix = path.suffix.lower()
+    return path.is_file() and suffix not in PILLOW_VIDEO_SUFFIXES and suffix not in FRAME_SUFFIXES
 
 
 def _read_with_pyav(path: Path, num_frames: int | None, sampling: str | int, where: str) -> list[Image.Image]:
