@@ -25,17 +25,19 @@ def _model(attention_type="divided_space_time", num_frames=3, **kw):
 
 
 def test_config_round_trips_through_config_json():
-    config = TimesformerConfig(**SIZES, num_frames=6, attention_type="joint_space_time", qkv_bias=False,
-                               drop_path=0.1, activation="relu", time_attention="linear", num_labels=2)
+    config = TimesformerConfig(**SIZES, num_frames=6, qkv_bias=False, drop_path=0.1, activation="relu",
+                               time_attention="linear", num_labels=2)
     raw = config.to_hf("TimesformerForVideoClassification")
     assert raw["model_type"] == "timesformer" and raw["num_frames"] == 6 and raw["drop_path_rate"] == 0.1
-    assert raw["attention_type"] == "joint_space_time" and raw["image_size"] == 16 and raw["layer_norm_eps"] == 1e-6
+    assert raw["attention_type"] == "divided_space_time" and raw["image_size"] == 16 and raw["layer_norm_eps"] == 1e-6
     assert raw["polyformer"] == {"time_attention": {"name": "linear", "options": {}}}
     assert TimesformerConfig.from_hf(raw) == config
     swapped = config.with_attention("performer")
     assert swapped.attention.name == "performer" and swapped.time_attention is None
     with pytest.raises(ConfigError, match="attention_type must be one of divided_space_time"):
         TimesformerConfig(**SIZES, attention_type="divided")
+    with pytest.raises(ConfigError, match="time_attention applies to divided_space_time only"):
+        TimesformerConfig(**SIZES, attention_type="joint_space_time", time_attention="linear")
     with pytest.raises(CheckpointError, match="config.json.*num_frames must be a positive integer"):
         TimesformerConfig.from_hf({**raw, "num_frames": 0})
 
@@ -162,7 +164,8 @@ def test_encoder_passes_layer_kwargs_to_every_layer():
             seen.append(factor)
             return x * factor
 
-    encoder = Encoder(TransformerConfig(d_model=8, n_heads=2, n_layers=3, final_norm=False), block_fn=lambda c, i: Scale())
+    config = TransformerConfig(d_model=8, n_heads=2, n_layers=3, final_norm=False)
+    encoder = Encoder(config, block_fn=lambda c, i: Scale())
     x = torch.randn(2, 5, 8)
     out = encoder.run(x, layer_kwargs={"factor": 2.0}, output_hidden_states=True)
     assert seen == [2.0, 2.0, 2.0]

@@ -83,6 +83,9 @@ class TimesformerConfig(ViTConfig):
                 f"TimesformerConfig.attention_type must be one of {', '.join(ATTENTION_TYPES)}, "
                 f"got {self.attention_type!r}")
         self.check_positive("num_frames")
+        require(self.time_attention is None or self.attention_type == "divided_space_time",
+                f"TimesformerConfig.time_attention applies to divided_space_time only (attention_type is "
+                f"{self.attention_type!r}); set attention instead")
         if self.time_attention is not None:
             self.time_attention = AttentionSpec.coerce(self.time_attention)
         super().__post_init__()
@@ -120,7 +123,9 @@ class TimesformerEmbeddings(nn.Module):
         self.projection = nn.Conv2d(config.num_channels, config.d_model, config.patch_size, stride=config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.d_model))
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.d_model))
-        self.time_embeddings = None if self.space_only else nn.Parameter(torch.zeros(1, config.num_frames, config.d_model))
+        self.time_embeddings = None
+        if not self.space_only:
+            self.time_embeddings = nn.Parameter(torch.zeros(1, config.num_frames, config.d_model))
         self.dropout = nn.Dropout(config.dropout)
 
     def check(self, pixel_values: Tensor) -> None:
@@ -133,7 +138,8 @@ class TimesformerEmbeddings(nn.Module):
         if shape[1] == 0:
             raise ShapeError(f"TimeSformer: pixel_values {shape} has no frames; a video needs at least one frame")
         if shape[2] != c:
-            hint = "; it looks like (batch, channels, frames, ...): use pixel_values.transpose(1, 2)" if shape[1] == c else ""
+            swapped = shape[1] == c  # a common mistake: channels before frames
+            hint = "; it looks like (batch, channels, frames, ...): use pixel_values.transpose(1, 2)" if swapped else ""
             raise ShapeError(f"TimeSformer: frames must have {c} channels (axis 2 of (batch, frames, channels, "
                              f"height, width)), got {shape}{hint}")
         if shape[3] < self.patch_size[0] or shape[4] < self.patch_size[1]:
