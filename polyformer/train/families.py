@@ -131,3 +131,25 @@ register_family(Family(
     tokens_per_example=_clip_tokens,
     no_decay=_CLIP_POSITIONS,
 ))
+
+
+# ----- TimeSformer: video classification --------------------------------------------------------------
+def _timesformer_tokens(model: nn.Module) -> int:
+    """Every frame's patches and the class token."""
+    return model.config.num_frames * model.config.num_patches + 1
+
+
+register_family(Family(
+    name="timesformer",
+    build=_builder("timesformer", "TimesformerConfig", "TimesformerForVideoClassification", "timesformer",
+                   size_field="num_labels"),
+    task="classification",
+    description="TimeSformer video classifier: pixel_values (B, T, C, H, W) (data: moving-digits)",
+    # as ViT: a 4x wide MLP on every rung of a sweep
+    size_config=lambda n_layers, d_model, n_heads: {"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads,
+                                                    "d_ff": 4 * d_model},
+    # patch projection, class token, space and time position tables play the part of embeddings
+    count=lambda model: count_by_prefix(model, ("timesformer.embeddings.",)),
+    tokens_per_example=_timesformer_tokens,
+    no_decay=("timesformer.embeddings.position_embeddings", "timesformer.embeddings.time_embeddings"),
+))
