@@ -118,3 +118,20 @@ def test_bad_options_are_named() -> None:
         VideoDigitsOptions(steps=0)
     with pytest.raises(ConfigError, match="speed"):
         VideoDigitsOptions(speed=20)
+
+
+def test_demo_section_at_tiny_size(tmp_path, monkeypatch) -> None:
+    import polyformer.demo.video_section as section
+    import polyformer.recipes.video as recipe
+    from polyformer.demo import run_demo
+
+    real = recipe.train_video_digits
+    monkeypatch.setattr(recipe, "train_video_digits",
+                        lambda options, out, progress: real(options, out, data=_tiny_mnist(), progress=progress))
+    monkeypatch.setattr(section, "quick_options", lambda: _tiny_options(test_videos=24))
+    index = run_demo(tmp_path, quick=True, only=["video_section"]).read_text()
+    assert "TimeSformer trained here on moving digits" in index
+    for kind in ATTENTION_TYPES:
+        assert kind in index
+    assert (tmp_path / "video_digits_frames.png").stat().st_size > 1000
+    assert "video_digits_frames.png" in index

@@ -18,6 +18,7 @@ SECTION_MODULES: tuple[str, ...] = (
     "polyformer.demo.lm_section",
     "polyformer.demo.lra_section",
     "polyformer.demo.clip_section",
+    "polyformer.demo.video_section",
     "polyformer.demo.space_time_section",
 )
 

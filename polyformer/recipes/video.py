@@ -128,12 +128,14 @@ class VideoRun:
 
 @dataclass
 class VideoDigitsResult:
-    """The first attention type's model and the processor it is saved with, every run, and the metrics."""
+    """The first attention type's model and the processor it is saved with, every run and its model, and
+    the metrics."""
 
     model: Any
     processor: Any
     runs: dict[str, VideoRun]
     metrics: dict[str, Any]
+    models: dict[str, Any] = field(default_factory=dict)  # attention type -> trained model
     test_videos: np.ndarray = field(repr=False, default=None)  # uint8 (N, T, H, W), for figures
     test_labels: np.ndarray = field(repr=False, default=None)
 
@@ -241,7 +243,7 @@ def train_video_digits(options: VideoDigitsOptions | None = None, out: str | Pat
     if out is not None:
         write_metrics(Path(out), metrics)
     first = o.attention_types[0]
-    return VideoDigitsResult(models[first], processor, runs, metrics, videos, labels)
+    return VideoDigitsResult(models[first], processor, runs, metrics, models, videos, labels)
 
 
 def quick_options(**changes: Any) -> VideoDigitsOptions:
