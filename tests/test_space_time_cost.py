@@ -160,19 +160,20 @@ def test_measure_layer_reports_time_and_memory():
 
 def test_run_space_time_records_flops_and_skips_what_would_not_fit(tmp_path):
     cases = [Case("joint dense (scores held)", "joint", materialise=True), Case("space_only dense", "space_only"),
-             Case("joint linear", "joint", "linear")]
+             Case("joint linear", "joint", "linear"), Case("divided capped", "divided", max_frames=2)]
     held_at_4 = materialised_bytes(4, 9, 2) / (1 << 20)
     records = run_space_time([2, 4], patches=9, d_model=16, n_heads=2, cases=cases, repeats=1,
                              max_held_mb=held_at_4 * 0.9, isolated=False)
     by = {(r["case"], r["frames"]): r for r in records}
-    assert len(records) == 6
+    assert len(records) == 8
+    assert "ms" in by[("divided capped", 2)] and "capped at 2 frames" in by[("divided capped", 4)]["skipped"]
     assert "ms" in by[("joint dense (scores held)", 2)]
     skipped = by[("joint dense (scores held)", 4)]
     assert "ms" not in skipped and "over the" in skipped["skipped"]
     assert by[("space_only dense", 4)]["score_flops"] == score_flops("space_only", 4, 9, 8, 2)
     assert by[("joint linear", 4)]["score_pairs"] is None and by[("joint linear", 4)]["score_flops"] > 0
     assert "over the" in format_table(records)
-    assert set(growth(records)) == {"space_only dense", "joint linear"}  # the skipped case has one point
+    assert set(growth(records)) == {"space_only dense", "joint linear"}  # skipped cases have one point
     assert plot_records(records, tmp_path / "cost.png").stat().st_size > 0
 
 
