@@ -184,11 +184,8 @@ def test_one_case_runs_in_a_fresh_process():
 
 
 def test_demo_section_writes_its_table_and_figure(tmp_path):
-    from polyformer.demo.report import Report
-    from polyformer.demo.space_time_section import add_section
+    from polyformer.demo import run_demo
 
-    report = Report(tmp_path)
-    add_section(report, quick=True)
-    page = report.write().read_text()
+    page = run_demo(tmp_path, quick=True, only=["space_time_section"]).read_text()
     assert "Video attention" in page and "divided dense" in page and "T^" in page
     assert (tmp_path / "space_time_attention.png").stat().st_size > 0
