@@ -181,3 +181,16 @@ def test_a_few_trainer_steps_lower_the_loss(tmp_path) -> None:
     result = train(spec, examples, examples, 4, config)
     assert result.final_val_loss < 0.5 * math.log(4)  # from about ln 4 at the start: it memorises 16 videos
     assert result.metrics["val_accuracy"] >= 0.5  # chance is 0.25
+
+
+def test_family_starts_the_time_table_random() -> None:
+    """Trained from scratch, a zero time table would leave the frames exchangeable (see families.py)."""
+    from polyformer.models.timesformer import TimesformerConfig, TimesformerForVideoClassification
+    from polyformer.train.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    config = {**CONFIG, "num_frames": 64, "d_model": 32, "attention_type": "divided_space_time"}
+    table = build_model(ModelSpec("timesformer", config), 4).timesformer.embeddings.time_embeddings
+    assert float(table.std()) == pytest.approx(0.02, rel=0.15)
+    plain = TimesformerForVideoClassification(TimesformerConfig(**config, num_labels=4))
+    assert float(plain.timesformer.embeddings.time_embeddings.abs().max()) == 0.0  # transformers' start

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import torch
 from torch import nn
 
 from polyformer.errors import ConfigError
@@ -139,10 +140,30 @@ def _timesformer_tokens(model: nn.Module) -> int:
     return model.config.num_frames * model.config.num_patches + 1
 
 
+_build_timesformer_zero_time = _builder("timesformer", "TimesformerConfig", "TimesformerForVideoClassification",
+                                      "timesformer", size_field="num_labels")
+
+
+def _build_timesformer(config: dict[str, Any], size: int | None) -> nn.Module:
+    """A TimeSformer video classifier whose time table starts random (truncated N(0, initializer_range),
+    as the space table), not at zero as ``transformers`` starts it.
+
+    Zero suits a model that starts from an image model; trained from scratch, it leaves the frames
+    exchangeable (every block treats them alike and the class token averages them), so on data where
+    only the order of the frames tells the label the gradient has, on average, no direction that
+    breaks the tie, and the run sits at chance. A resumed run loads its checkpoint over this anyway.
+    """
+    model = _build_timesformer_zero_time(config, size)
+    table = getattr(getattr(getattr(model, "timesformer", None), "embeddings", None), "time_embeddings", None)
+    if isinstance(table, nn.Parameter):
+        with torch.no_grad():
+            nn.init.trunc_normal_(table, std=model.config.initializer_range)
+    return model
+
+
 register_family(Family(
     name="timesformer",
-    build=_builder("timesformer", "TimesformerConfig", "TimesformerForVideoClassification", "timesformer",
-                   size_field="num_labels"),
+    build=_build_timesformer,
     task="classification",
     description="TimeSformer video classifier: pixel_values (B, T, C, H, W) (data: moving-digits)",
     # as ViT: a 4x wide MLP on every rung of a sweep
