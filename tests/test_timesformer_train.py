@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from polyformer.data.moving_digits import (
-    DIRECTIONS, MovingDigits, draw_videos, render_videos, shrink_digits, to_pixel_values, velocities,
+    DIRECTIONS, MovingDigits, draw_starts, draw_videos, render_videos, shrink_digits, to_pixel_values, velocities,
 )
 from polyformer.errors import ConfigError, DataError, ShapeError
 
@@ -191,6 +191,21 @@ def test_family_starts_the_time_table_random() -> None:
     torch.manual_seed(0)
     config = {**CONFIG, "num_frames": 64, "d_model": 32, "attention_type": "divided_space_time"}
     table = build_model(ModelSpec("timesformer", config), 4).timesformer.embeddings.time_embeddings
-    assert float(table.std()) == pytest.approx(0.02, rel=0.15)
+    assert float(table.detach().std()) == pytest.approx(0.02, rel=0.15)
     plain = TimesformerForVideoClassification(TimesformerConfig(**config, num_labels=4))
-    assert float(plain.timesformer.embeddings.time_embeddings.abs().max()) == 0.0  # transformers' start
+    assert float(plain.timesformer.embeddings.time_embeddings.detach().abs().max()) == 0.0  # transformers' start
+
+
+def test_starts_lie_within_one_step_along_the_motion() -> None:
+    directions = np.repeat(np.arange(4), 500)
+    starts = draw_starts(directions, GEOMETRY, np.random.default_rng(0))
+    along = np.where(directions >= 2, starts[:, 1], starts[:, 0])
+    across = np.where(directions >= 2, starts[:, 0], starts[:, 1])
+    assert along.min() == 0 and along.max() == GEOMETRY.step - 1
+    assert across.min() == 0 and across.max() == GEOMETRY.image_size - 1
+    # every frame, its time unknown, is uniform over the canvas along the motion too
+    positions = (along[:, None] + GEOMETRY.step * np.arange(GEOMETRY.num_frames)) % GEOMETRY.image_size
+    counts = np.bincount(positions.ravel(), minlength=GEOMETRY.image_size)
+    assert counts.min() > 0.7 * counts.mean()
+    anywhere = draw_starts(directions, MovingDigits(4, 16, 6, start_anywhere=True), np.random.default_rng(0))
+    assert anywhere.max(axis=0).min() == 15

@@ -37,7 +37,7 @@ from torch import Tensor
 from polyformer.attention import AttentionSpec
 from polyformer.data.mnist import MNIST, load_mnist
 from polyformer.data.moving_digits import (
-    DIRECTION_LABELS, DIRECTIONS, VIDEO_MEAN, VIDEO_STD, MovingDigits, draw_videos, render_videos, shrink_digits,
+    DIRECTION_LABELS, DIRECTIONS, VIDEO_MEAN, VIDEO_STD, MovingDigits, draw_starts, draw_videos, render_videos, shrink_digits,
     to_pixel_values,
 )
 from polyformer.options import require
@@ -145,8 +145,8 @@ class VideoDigitsResult:
 # ------------------------------------------------------------------------------------------------
 def video_processor(image_size: int = 32, num_channels: int = 3) -> Any:
     """The video processor a model of this recipe is saved with: frames resized and centre-cropped to
-    ``image_size`` (a no-op on the recipe's own videos), scaled to [0, 1], normalised with mean and
-    std 0.5 — the pixel values :func:`~polyformer.data.moving_digits.to_pixel_values` gives."""
+    ``image_size`` (a no-op on the recipe's own videos), scaled to [0, 1] (normalised with mean 0 and
+    std 1) — the pixel values :func:`~polyformer.data.moving_digits.to_pixel_values` gives."""
     from polyformer.processors.video import VideoProcessor
 
     return VideoProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
@@ -158,8 +158,7 @@ def render_batch(batch: dict[str, Tensor], generator: np.random.Generator, geome
     """A training batch of (digit, direction) examples -> videos at start positions drawn from
     ``generator``: ``pixel_values`` (B, T, C, H, W) and the directions as ``labels``."""
     digits, labels = batch["digits"].numpy(), batch["labels"].numpy()
-    starts = generator.integers(0, geometry.image_size, size=(len(labels), 2))
-    videos = render_videos(digits, labels, starts, geometry)
+    videos = render_videos(digits, labels, draw_starts(labels, geometry, generator), geometry)
     return {"pixel_values": to_pixel_values(videos, num_channels), "labels": batch["labels"]}
 
 
