@@ -15,8 +15,7 @@ with each other; a model that averages per-frame predictions cannot.)
 
 Where a video starts. Anywhere on the torus (``start_anywhere=True``), the place of the digit
 at any one time is uniform too, and the direction shows only in how consecutive frames relate —
-a pairwise cue in time that a small transformer trained from scratch does not find within minutes
-(measured: divided and joint attention stay at chance after 400 steps). By default the start is
+a pairwise cue in time, harder for a small transformer trained from scratch to find. By default the start is
 uniform *across* the motion and within one step *along* it: every frame, its time unknown, is still
 uniform over the canvas and the set of frames is still the same for opposite directions, but where
 the digit is at a *given* time now depends on the direction — a cue a model can read only if it
