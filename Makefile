@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps easy-vqa || echo "easy-vqa could not be installed: the CLIP training tests will skip"
 	# Ray, for the test of sweep trials on a local two-worker Ray instance (the [ray] extra); optional
 	$(PY) -m pip install --quiet 'ray>=2.9' || echo "ray could not be installed: the Ray executor test will skip"
+	# PyAV, for the tests that read video files (the [video] extra); optional
+	$(PY) -m pip install --quiet 'av>=12' || echo "av could not be installed: the video-file tests will skip"
 	touch $(STAMP)
 
 run: $(STAMP)
