@@ -28,7 +28,6 @@ from ``transformers``' pipeline. ``--quick`` uses a tiny random CLIP and a few s
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import tempfile
@@ -38,6 +37,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from polyformer.bench.measure import PhaseClock
 
 from polyformer.bench.measure import time_interleaved
 
@@ -90,26 +91,6 @@ def clip_folder(root: Path, quick: bool) -> Path:
     torch.manual_seed(0)
     transformers.CLIPModel(config).save_pretrained(folder)
     return folder
-
-
-class PhaseClock:
-    """Seconds spent in named phases, summed over the calls wrapped with :meth:`wrap`."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def wrap(self, phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-        return timed
-
-    def reset(self) -> None:
-        self.seconds.clear()
 
 
 class _TimedTokenizer:

@@ -25,7 +25,6 @@ random model and small frames (a smoke test).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import tempfile
@@ -35,6 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from polyformer.bench.measure import PhaseClock
 
 from polyformer.bench.measure import time_interleaved
 
@@ -75,26 +76,6 @@ def timesformer_folder(root: Path, quick: bool) -> Path:
     VideoMAEImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                               image_mean=[0.45] * 3, image_std=[0.225] * 3).save_pretrained(folder)
     return folder
-
-
-class PhaseClock:
-    """Seconds spent in named phases, summed over the calls wrapped with :meth:`wrap`."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def wrap(self, phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-        return timed
-
-    def reset(self) -> None:
-        self.seconds.clear()
 
 
 def transformers_side(folder: Path, clock: PhaseClock) -> Callable[[list[list[Any]]], list[Any]]:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.processors.video_inputs import is_single_video, load_video, sample_indices
+from _video_files import write_mp4
 
 RNG = np.random.default_rng(0)
 HAS_AV = importlib.util.find_spec("av") is not None
@@ -139,23 +140,12 @@ def test_video_file_without_pyav_names_the_install(tmp_path, monkeypatch):
         load_video(tmp_path / "clip.mp4")
 
 
-def _write_mp4(array, path):
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = array.shape[2], array.shape[1], "yuv420p"
-        for frame in array:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
 @pytest.mark.skipif(not HAS_AV, reason="PyAV is an optional extra (pip install av); not installed here")
 def test_video_file_through_pyav_matches_pyav_decoding(tmp_path):
     import av
 
     clip = np.repeat(np.repeat(_clip(12, 4, 4), 8, 1), 8, 2)  # blocky frames: lossy coding keeps them close
-    _write_mp4(clip, tmp_path / "clip.mp4")
+    write_mp4(clip, tmp_path / "clip.mp4")
     with av.open(str(tmp_path / "clip.mp4")) as container:
         decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     got = _arrays(load_video(tmp_path / "clip.mp4", num_frames=4, sampling=3))

@@ -13,6 +13,7 @@ from polyformer.cli import main
 from polyformer.errors import ConfigError, DataError
 from polyformer.pipelines import pipeline
 from polyformer.processors import VideoProcessor
+from _video_files import write_mp4
 
 transformers = pytest.importorskip("transformers")
 from transformers.models.videomae.image_processing_pil_videomae import VideoMAEImageProcessorPil  # noqa: E402
@@ -137,21 +138,10 @@ def test_cli_classify_video(folder, tmp_path, capsys):
     assert "frame_sampling_rate" in capsys.readouterr().err
 
 
-def _write_mp4(array, path):
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = array.shape[2], array.shape[1], "yuv420p"
-        for frame in array:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
 @pytest.mark.skipif(not HAS_AV, reason="transformers' video pipeline needs PyAV (pip install av); not installed here")
 def test_same_output_as_transformers_pipeline_on_a_video_file(folder, tmp_path):
     clip = np.repeat(np.repeat(_clip(12, 4, 4), 4, 1), 4, 2)
-    _write_mp4(clip, tmp_path / "c.mp4")
+    write_mp4(clip, tmp_path / "c.mp4")
     theirs = transformers.pipeline("video-classification", model=str(folder))
     ours = pipeline("video-classification", model=folder)
     # num_frames stays the config's: transformers' divided blocks mix frames up at other counts

@@ -14,6 +14,8 @@ what the timed calls allocate and nothing that was there before.
 
 from __future__ import annotations
 
+import functools
+
 import importlib
 import importlib.util
 import json
@@ -247,3 +249,23 @@ def _child_main() -> None:
     torch.set_num_threads(int(request["threads"]))
     result = _load_target(request["target"])(**request["params"])
     print(json.dumps(result), flush=True)
+
+
+class PhaseClock:
+    """Seconds spent in named phases, summed over the calls wrapped with :meth:`wrap`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+        return timed
+
+    def reset(self) -> None:
+        self.seconds.clear()
