@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	# the files. Optional: without them the tests that need them skip and say why.
 	$(PY) -m pip install --quiet --no-deps clip-anytorch || echo "clip-anytorch could not be installed: the OpenAI CLIP vocabulary tests will skip"
 	$(PY) -m pip install --quiet --no-deps easy-vqa || echo "easy-vqa could not be installed: the CLIP training tests will skip"
+	# vega_datasets: the small tables its wheel ships (never its downloads) for the TAPAS recipe; --no-deps: its
+	# dependencies (pandas) are installed already. Optional: without it the recipe uses synthetic tables only.
+	$(PY) -m pip install --quiet --no-deps vega_datasets || echo "vega_datasets could not be installed: the table-QA data use synthetic tables only"
 	# Ray, for the test of sweep trials on a local two-worker Ray instance (the [ray] extra); optional
 	$(PY) -m pip install --quiet 'ray>=2.9' || echo "ray could not be installed: the Ray executor test will skip"
 	# PyAV, for the tests that read video files (the [video] extra); optional
