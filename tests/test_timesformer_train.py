@@ -209,3 +209,29 @@ def test_starts_lie_within_one_step_along_the_motion() -> None:
     assert counts.min() > 0.7 * counts.mean()
     anywhere = draw_starts(directions, MovingDigits(4, 16, 6, start_anywhere=True), np.random.default_rng(0))
     assert anywhere.max(axis=0).min() == 15
+
+
+def test_a_sweep_of_the_timesformer_family_on_moving_digits(tmp_path) -> None:
+    from polyformer.scaling.store import RunStore
+    from polyformer.scaling.sweep import ModelSize, SweepPlan, run_sweep
+
+    # 8 frames of 4 x 4 patches and the class token: 129 tokens a video
+    plan = SweepPlan(sizes=[ModelSize(1, 8, 2), ModelSize(1, 16, 2)], tokens=[4 * 8 * 129], tokens_per_param=None,
+                     batch_size=8, lr=3e-3, eval_tokens=129 * 16, evals_per_run=1, family="timesformer",
+                     data_options={"train_limit": 64, "test_videos": 16})
+    result = run_sweep(plan, "moving-digits", tmp_path / "runs.sqlite", sweep="video", progress=False,
+                       log=lambda s: None)
+    assert len(result.trained) == 2 and not result.failed
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        runs = store.runs(status="finished")
+    assert {r.tokens for r in runs} == {4 * 8 * 129}
+    assert all(np.isfinite(r.final_val_loss) for r in runs)
+
+
+def test_moving_digits_data_refuses_other_tasks_and_unknown_options() -> None:
+    from polyformer.train.data import load_task_data
+
+    with pytest.raises(DataError, match="classification task, not 'next-pixel'"):
+        load_task_data("next-pixel", "moving-digits")
+    with pytest.raises(ConfigError, match=r"unknown data options \['fps'\]; moving-digits takes"):
+        load_task_data("classification", "moving-digits", {"fps": 2})

