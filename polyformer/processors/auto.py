@@ -25,7 +25,7 @@ __all__ = ["AutoImageProcessor", "AutoProcessor", "AutoTokenizer", "PROCESSOR_MO
 
 #: modules whose import registers processors (imported on first lookup)
 PROCESSOR_MODULES = ["polyformer.processors.text", "polyformer.processors.wordpiece", "polyformer.processors.image",
-                     "polyformer.processors.clip", "polyformer.processors.video"]
+                     "polyformer.processors.clip", "polyformer.processors.video", "polyformer.processors.tapas_tokenizer"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 # the class a tokenizer.json's model section implies when nothing else names one
