@@ -22,6 +22,7 @@ FAMILY_MODULES: dict[str, str] = {
     "clip_text_model": "polyformer.models.clip",
     "clip_vision_model": "polyformer.models.clip",
     "timesformer": "polyformer.models.timesformer",
+    "tapas": "polyformer.models.tapas",
 }
 
 _REGISTRY: dict[str, list[type[PretrainedModel]]] = {}
