@@ -199,7 +199,7 @@ def test_trainer_runs_masked_lm(tmp_path, spec):
 
 
 def test_unknown_family_names_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown model family 'wav2vec2'; known families: bert, clip, gpt, igpt, timesformer, vit"):
+    with pytest.raises(ConfigError, match=r"unknown model family 'wav2vec2'; known families: bert, clip, gpt, igpt, tapas, timesformer, vit"):
         build_model(ModelSpec("wav2vec2"), 10)
 
 

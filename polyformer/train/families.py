@@ -174,3 +174,13 @@ register_family(Family(
     tokens_per_example=_timesformer_tokens,
     no_decay=("timesformer.embeddings.position_embeddings", "timesformer.embeddings.time_embeddings"),
 ))
+
+
+# ----- TAPAS: question answering over tables --------------------------------------------------------
+register_family(Family(
+    name="tapas", build=_builder("tapas", "TapasConfig", "TapasForQuestionAnswering", "tapas"), task="model-loss",
+    description="TAPAS table question answering: cell selection and aggregation, the model's own loss "
+                "(examples: tokenised tables with labels, aggregation_labels, numeric_values)",
+    # word, position, segment and the six table-coordinate tables (and their norm) are the embeddings
+    count=lambda model: count_by_prefix(model, ("tapas.embeddings.",)),
+))

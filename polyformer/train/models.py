@@ -10,7 +10,8 @@ A :class:`ModelSpec` names a *family* and its config dict. The family registry
 * how its parameters split into embeddings and the rest (Kaplan et al.'s non-embedding N), and
   what one example counts as in tokens (a ViT's patches + class token).
 
-Registered (:mod:`polyformer.train.families`): ``gpt``, ``igpt``, ``vit``, ``bert``, ``clip``, ``timesformer``.
+Registered (:mod:`polyformer.train.families`): ``gpt``, ``igpt``, ``vit``, ``bert``, ``clip``, ``timesformer``,
+``tapas``.
 ``"package.module:function"`` names user code instead: a function called as
 ``function(config: dict, vocab_size: int) -> nn.Module`` that trains on ``next-token`` unless the
 spec names another ``task``. torchrun workers, resumed runs and sweeps rebuild the model from the

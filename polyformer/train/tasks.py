@@ -25,6 +25,8 @@ Registered tasks (one :func:`register_task` each):
   reports accuracy too. ViT, any ``*ForSequenceClassification``.
 * ``masked-lm`` — windows of a token stream, 15% chosen and 80/10/10 corrupted
   (:mod:`polyformer.train.masking`); cross-entropy of ``logits`` at the chosen positions. BERT.
+* ``model-loss`` — examples whose inputs carry all the supervision; the model's own ``loss``.
+  TAPAS (cell labels, aggregation labels, numeric values).
 * ``contrastive`` — image-text pairs (``pixel_values``, ``input_ids``, ``attention_mask``);
   CLIP's symmetric cross-entropy of ``logits_per_image`` against ``arange(B)``, with the learnt
   temperature clamped after every step as Radford et al. do. CLIP.
@@ -338,6 +340,32 @@ class ContrastiveTask(_ExampleTask):
         scale = getattr(getattr(model, "module", model), "logit_scale", None)  # DDP wraps the model
         if isinstance(scale, Tensor):
             scale.clamp_(0.0, self.max_log_scale)
+
+
+@register_task("model-loss")
+class ModelLossTask(_ExampleTask):
+    """Examples whose model computes its own loss: every input, with ``labels``, goes to the forward and
+    the output's ``loss`` is the training loss. For heads whose loss needs more than the logits and one
+    label per example — TAPAS's cell selection and aggregation read per-token ``labels``, the
+    ``aggregation_labels`` and the table's numeric values, which travel as inputs. Evaluation
+    reports the mean loss (a task-specific score, such as denotation accuracy, is the recipe's)."""
+
+    name = "model-loss"
+
+    def __init__(self, vocab_size: int | None = None) -> None:
+        del vocab_size
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        loss = model(**batch).loss
+        if loss is None:
+            raise DataError(f"task 'model-loss': the model returned no loss for inputs {sorted(batch)}; give "
+                            "the supervision its forward needs to compute one (labels, ...)")
+        return loss
+
+    @torch.no_grad()
+    def eval_sums(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, float]:
+        count = len(batch["labels"])
+        return {"loss": float(self.loss(model, batch)) * count, "count": count}
 
 
 def finish_sums(sums: dict[str, float]) -> dict[str, float]:
