@@ -84,7 +84,7 @@ def test_masking_options_are_checked():
         make_task("masked-lm", {"mask_token_id": VOCAB}, vocab_size=VOCAB)
     with pytest.raises(ConfigError, match="probability"):
         make_task("masked-lm", {"mask_token_id": 1, "probability": 1.5}, vocab_size=VOCAB)
-    with pytest.raises(ConfigError, match="known tasks: classification, contrastive, masked-lm, next-pixel, next-token"):
+    with pytest.raises(ConfigError, match="known tasks: classification, contrastive, masked-lm, model-loss, next-pixel, next-token"):
         make_task("ctc")
 
 
