@@ -176,3 +176,12 @@ def test_missing_supervision_raises_named_errors():
     strong = TapasForQuestionAnswering(TapasConfig(**SMALL, num_aggregation_labels=4)).eval()
     with pytest.raises(PolyformerError, match="aggregation_labels"):
         strong(input_ids=ids, token_type_ids=types, labels=labels)
+
+
+def test_module_example_runs():
+    import doctest
+
+    from polyformer.models import tapas
+
+    result = doctest.testmod(tapas)
+    assert result.attempted > 0 and result.failed == 0
