@@ -422,3 +422,18 @@ def test_options_validate_and_read_transformers_config():
     assert options.weakly_supervised and options.huber_loss_delta == 0.25
     assert options.average_approximation_function == "second_order"
     assert not L.TapasLossOptions.from_config(TapasConfig()).weakly_supervised
+
+
+def test_total_loss_backpropagates_to_every_head_and_plain_logits_pass_through():
+    args = _loss_args(**WEAK)
+    for name in ("token_logits", "column_logits", "logits_aggregation"):
+        args[name].requires_grad_(True)
+    token_type_ids, _ = _table()
+    numeric = torch.where(token_type_ids[..., 2] > 0, torch.full((B, LEN), 3.0), torch.full((B, LEN), float("nan")))
+    out = L.question_answering_loss(**args, float_answer=torch.tensor([9.0, float("nan"), 2.0]),
+                                    numeric_values=numeric, numeric_values_scale=torch.ones(B, LEN))
+    out.loss.backward()
+    for name in ("token_logits", "column_logits", "logits_aggregation"):
+        assert args[name].grad.abs().sum() > 0, name
+    plain = L.TapasLossOptions(select_one_column=False)
+    assert L.question_answering_logits(args["token_logits"], None, args["table"], plain) is args["token_logits"]

@@ -354,7 +354,11 @@ def _require(value: Tensor | None, name: str, shape: tuple[int, ...], why: str) 
 
 def question_answering_logits(token_logits: Tensor, column_logits: Tensor | None, table: TableIndex,
                               options: TapasLossOptions) -> Tensor:
-    """The cell logits the model reports without labels (restricted to one column when ``select_one_column``)."""
+    """The cell logits the model reports without labels (restricted to one column when ``select_one_column``).
+
+    Without ``select_one_column`` these are the token logits themselves (``transformers`` fails
+    there, as it applies the column restriction with no column logits).
+    """
     if not options.select_one_column:
         return token_logits
     if column_logits is None:
@@ -418,9 +422,9 @@ def question_answering_loss(token_logits: Tensor, column_logits: Tensor | None, 
         extra = aggregation_loss(logits_aggregation, mask, aggregation_labels, weak, options.num_aggregation_labels,
                                  options.aggregation_loss_weight)
         if weak:
-            values = _require(numeric_values, "numeric_values", (batch, length), "for the weakly supervised answer loss")
-            scale = _require(numeric_values_scale, "numeric_values_scale", (batch, length),
-                             "for the weakly supervised answer loss")
+            why = "for the weakly supervised answer loss"
+            values = _require(numeric_values, "numeric_values", (batch, length), why)
+            scale = _require(numeric_values_scale, "numeric_values_scale", (batch, length), why)
             answer_loss, keep = regression_loss(float_answer, mask, logits, values, scale, table.table_mask,
                                                 logits_aggregation, options, generator)
             # examples whose answer is too far off (answer_loss_cutoff) contribute nothing at all
