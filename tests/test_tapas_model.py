@@ -73,7 +73,8 @@ def test_cell_positions_against_a_loop():
 def test_question_answering_head_initialisation_and_shapes():
     torch.manual_seed(0)
     zero = TapasForQuestionAnswering(TapasConfig(**SMALL, init_cell_selection_weights_to_zero=True))
-    assert not zero.output_weights.any() and not zero.column_output_weights.any() and zero.aggregation_classifier is None
+    assert not zero.output_weights.any() and not zero.column_output_weights.any()
+    assert zero.aggregation_classifier is None
     model = TapasForQuestionAnswering(TapasConfig(**{**SMALL, "d_model": 64}, initializer_range=0.1,
                                                   num_aggregation_labels=3))
     assert abs(model.output_weights.std().item() - 0.1) < 0.03 and model.output_bias.item() == 0

@@ -26,7 +26,7 @@ Loads and saves Hugging Face ``TapasModel``, ``TapasForQuestionAnswering`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +39,7 @@ from polyformer.models.heads import classification_loss
 from polyformer.models.outputs import BaseModelOutputWithPooling, Hidden, ModelOutput, SequenceClassifierOutput
 from polyformer.models.tapas_convert import tapas_key_map
 from polyformer.models.tapas_losses import (
-    TapasLossOptions, compute_column_logits, question_answering_logits, question_answering_loss,
+    AVERAGE_APPROXIMATIONS, TapasLossOptions, compute_column_logits, question_answering_logits, question_answering_loss,
 )
 from polyformer.models.tapas_segments import (
     COLUMN_TYPE, ROW_TYPE, IndexMap, ProductIndexMap, TableIndex, gather, reduce_mean, reduce_min,
@@ -54,7 +54,6 @@ __all__ = [
 #: what each of the seven token types encodes, in the tokenizer's order
 TOKEN_TYPES = ("segment", "column", "row", "previous answer", "column rank", "inverse column rank",
                "numeric relation")
-AVERAGE_APPROXIMATIONS = ("ratio", "first_order", "second_order")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,11 +177,13 @@ class TapasEmbeddings(BertEmbeddings):
     def __init__(self, config: TapasConfig) -> None:
         super().__init__(config)
         self.type_vocab_sizes = config.type_vocab_sizes
-        self.table_embeddings = nn.ModuleList(nn.Embedding(size, config.d_model) for size in config.type_vocab_sizes[1:])
+        self.table_embeddings = nn.ModuleList(nn.Embedding(size, config.d_model)
+                                              for size in config.type_vocab_sizes[1:])
         self.reset_positions = config.reset_position_index_per_cell
 
     def forward(self, input_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
-                position_ids: Tensor | None = None, inputs_embeds: Tensor | None = None) -> Tensor:  # type: ignore[override]
+                position_ids: Tensor | None = None,
+                inputs_embeds: Tensor | None = None) -> Tensor:  # type: ignore[override]
         """Embed ``input_ids`` (or take ``inputs_embeds``) with the seven token types (zeros when None)."""
         source = input_ids if input_ids is not None else inputs_embeds
         if source is None or source.dim() < 2:
@@ -199,7 +200,7 @@ class TapasEmbeddings(BertEmbeddings):
 
 
 def check_token_types(token_type_ids: Tensor, b: int, n: int, sizes: tuple[int, ...]) -> None:
-    """A :class:`ShapeError` naming the fix unless ``token_type_ids`` is (b, n, len(sizes)) integers within ``sizes``."""
+    """A :class:`ShapeError` naming the fix unless ``token_type_ids`` is (b, n, len(sizes)) integers in ``sizes``."""
     if tuple(token_type_ids.shape) != (b, n, len(sizes)):
         raise ShapeError(f"TAPAS: token_type_ids must be (batch, length, {len(sizes)}) = {(b, n, len(sizes))}, one "
                          f"id per token type ({', '.join(TOKEN_TYPES[:len(sizes)])}), got "
@@ -305,7 +306,10 @@ class TapasForQuestionAnswering(TapasPreTrainedModel):
         ``init_cell_selection_weights_to_zero``, as the fine-tuned TAPAS checkpoints started)."""
         std = self.config.initializer_range
         for weights in (self.output_weights, self.column_output_weights):
-            nn.init.zeros_(weights) if self.config.init_cell_selection_weights_to_zero else nn.init.normal_(weights, std=std)
+            if self.config.init_cell_selection_weights_to_zero:
+                nn.init.zeros_(weights)
+            else:
+                nn.init.normal_(weights, std=std)
         nn.init.zeros_(self.output_bias)
         nn.init.zeros_(self.column_output_bias)
         if self.aggregation_classifier is not None:

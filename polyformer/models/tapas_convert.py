@@ -28,7 +28,8 @@ _WB = ("weight", "bias")
 HEADS: dict[str, list[tuple[str, str]]] = {
     "none": [],
     "classifier": [(f"classifier.{s}", f"classifier.{s}") for s in _WB],
-    "cells": [(name, name) for name in ("output_weights", "output_bias", "column_output_weights", "column_output_bias")],
+    "cells": [(name, name) for name in
+              ("output_weights", "output_bias", "column_output_weights", "column_output_bias")],
 }
 _AGGREGATION = [(f"aggregation_classifier.{s}", f"aggregation_classifier.{s}") for s in _WB]
 
