@@ -22,6 +22,7 @@ TASK_MODULES: dict[str, str] = {
     "feature-extraction": "polyformer.pipelines.feature_extraction",
     "zero-shot-image-classification": "polyformer.pipelines.zero_shot_image_classification",
     "video-classification": "polyformer.pipelines.video_classification",
+    "table-question-answering": "polyformer.pipelines.table_question_answering",
 }
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}
