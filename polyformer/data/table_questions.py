@@ -362,7 +362,8 @@ class QuestionSplits:
 
 
 def question_splits(tables: Sequence[NamedTable], train_per_table: int = 20, test_per_table: int = 8,
-                    test_fraction: float = 0.25, by: str = "table", seed: int = 0) -> QuestionSplits:
+                    test_fraction: float = 0.25, by: str = "table", seed: int = 0,
+                    templates: Sequence[Template] = TEMPLATES) -> QuestionSplits:
     """Split ``tables`` into training and test tables (``by="table"``: each table on its own;
     ``by="source"``: every table cut from one source on the same side) with ``test_fraction`` of them
     held out, and generate questions: training phrasings on training tables, test phrasings on test
@@ -383,6 +384,6 @@ def question_splits(tables: Sequence[NamedTable], train_per_table: int = 20, tes
     held = {units[i] for i in order[: max(1, int(round(test_fraction * len(units))))]}
     test_tables = [t for t in tables if (t.name if by == "table" else t.source) in held]
     train_tables = [t for t in tables if (t.name if by == "table" else t.source) not in held]
-    train = [q for t in train_tables for q in generate_questions(t, train_per_table, seed, "train")]
-    test = [q for t in test_tables for q in generate_questions(t, test_per_table, seed + 1, "test")]
+    train = [q for t in train_tables for q in generate_questions(t, train_per_table, seed, "train", templates)]
+    test = [q for t in test_tables for q in generate_questions(t, test_per_table, seed + 1, "test", templates)]
     return QuestionSplits(train, test, train_tables, test_tables)

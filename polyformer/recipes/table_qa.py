@@ -31,10 +31,10 @@ from torch import nn
 
 from polyformer.attention import AttentionSpec
 from polyformer.data.table_questions import (
-    AGGREGATIONS, QuestionSplits, TableQuestion, denotation, denotation_match, question_splits,
+    AGGREGATIONS, TEMPLATES, QuestionSplits, TableQuestion, denotation, denotation_match, question_splits,
 )
 from polyformer.data.tables import synthetic_tables, vega_tables
-from polyformer.errors import ConfigError
+from polyformer.errors import ConfigError, DataError
 from polyformer.options import require
 from polyformer.recipes.common import (
     RunFolder, attention_config, check_common_options, recipe_train_config, train_with_history, write_metrics,
@@ -61,7 +61,7 @@ class TableQAOptions:
     ``n_heads`` / ``d_ff`` with a vocabulary of the data's words). Tables: ``synthetic_per_kind`` of each
     synthetic kind and ``vega_per_source`` cut from each vega table, at most ``max_rows`` rows;
     ``test_fraction`` of them held out (``split_by`` table or source); ``train_per_table`` /
-    ``test_per_table`` questions each. ``max_length`` tokens per (question, table). ``epochs`` over the
+    ``test_per_table`` questions each, of ``templates`` (template ids; None: all). ``max_length`` tokens per (question, table). ``epochs`` over the
     training questions, AdamW with ``lr``, ``warmup_steps``, ``weight_decay``; ``threads`` for torch."""
 
     init: str | None = "minilm"
@@ -83,6 +83,7 @@ class TableQAOptions:
     weight_decay: float = 0.01
     warmup_steps: int = 20
     dropout: float = 0.1
+    templates: tuple[str, ...] | None = None
     attention: Any = "dense"
     seed: int = 0
     threads: int | None = 2
@@ -92,6 +93,9 @@ class TableQAOptions:
         check_common_options(self, "TableQAOptions")
         require(self.epochs > 0, f"TableQAOptions.epochs must be positive, got {self.epochs}")
         require(self.max_length >= 32, f"TableQAOptions.max_length must be at least 32 tokens, got {self.max_length}")
+        known = {t.id for t in TEMPLATES}
+        require(self.templates is None or (len(self.templates) > 0 and set(self.templates) <= known),
+                f"TableQAOptions.templates must name some of {sorted(known)}, got {self.templates!r}")
         require(self.synthetic_per_kind >= 0 and self.vega_per_source >= 0,
                 "TableQAOptions.synthetic_per_kind and vega_per_source must be >= 0")
 
@@ -134,7 +138,8 @@ def table_qa_splits(o: TableQAOptions) -> QuestionSplits:
     tables = synthetic_tables(o.synthetic_per_kind, o.max_rows, min(4, o.max_rows), o.seed) if o.synthetic_per_kind else []
     if o.vega_per_source:
         tables += vega_tables(o.max_rows, o.vega_per_source, o.seed)
-    return question_splits(tables, o.train_per_table, o.test_per_table, o.test_fraction, o.split_by, o.seed)
+    chosen = TEMPLATES if o.templates is None else tuple(t for t in TEMPLATES if t.id in o.templates)
+    return question_splits(tables, o.train_per_table, o.test_per_table, o.test_fraction, o.split_by, o.seed, chosen)
 
 
 def _data_vocab(questions: Sequence[TableQuestion]) -> list[str]:
@@ -184,13 +189,21 @@ def encode_questions(tokenizer: Any, questions: Sequence[TableQuestion], max_len
         extra = {"answer_coordinates": [q.answer_coordinates], "answer_text": [q.answer_text]} if with_answers else {}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            encoded = tokenizer(table=q.table, queries=[q.question], padding="max_length", truncation=True,
-                                max_length=max_length, return_tensors="pt", **extra)
+            try:
+                encoded = tokenizer(table=q.table, queries=[q.question], padding="max_length", truncation=True,
+                                    max_length=max_length, return_tensors="pt", **extra)
+            except DataError:  # an answer cell was in a row dropped to fit: encode the question alone
+                encoded = tokenizer(table=q.table, queries=[q.question], padding="max_length", truncation=True,
+                                    max_length=max_length, return_tensors="pt")
+                caught.append(None)  # type: ignore[arg-type]
         dropped = getattr(encoded, "rows_dropped", None)
         if (dropped is not None and any(dropped)) or (dropped is None and caught):
             truncated.append(index)
         parts.append({k: v[0] for k, v in encoded.items() if isinstance(v, torch.Tensor)})
-    out = {k: torch.stack([p[k] for p in parts]) for k in parts[0]}
+    # a question encoded without its answers lacks the supervision: zeros (it is left out of training)
+    names = max((p.keys() for p in parts), key=len)
+    reference = next(p for p in parts if p.keys() == names)
+    out = {k: torch.stack([p[k] if k in p else torch.zeros_like(reference[k]) for p in parts]) for k in names}
     if with_answers:
         out["aggregation_labels"] = torch.tensor([q.aggregation_label for q in questions])
         out["float_answer"] = torch.tensor([q.float_answer for q in questions], dtype=torch.float32)
