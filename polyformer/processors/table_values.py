@@ -14,6 +14,9 @@ here rule for rule so that the features match the released checkpoints:
   value of that type;
 * values compare by number, or by the (year, month, day) fields every value of the column has.
 
+:func:`read_table` turns a DataFrame (or a dict of columns) into the cell texts all of this reads,
+rejecting tables a model cannot be given.
+
 Parsing is the slow part of TAPAS preprocessing, so each distinct text is parsed once
 (:func:`text_values` is cached) and a column's values are computed once per table, not once per
 question.
@@ -25,10 +28,13 @@ import datetime
 import re
 from collections import Counter
 from functools import lru_cache
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
+
+from polyformer.errors import DataError
 
 __all__ = ["EQ", "GT", "LT", "Value", "column_ranks", "consolidate", "is_empty_text", "normalize_for_match",
-           "numeric_relations", "parse_date", "parse_number", "sort_key", "text_spans", "text_values"]
+           "numeric_relations", "parse_date", "parse_number", "read_table", "sort_key", "text_spans",
+           "text_values"]
 
 #: bits of the numeric-relation feature: question value equal to / less than / greater than the cell's
 EQ, LT, GT = 1, 2, 4
@@ -238,3 +244,38 @@ def numeric_relations(question: Sequence[Value], columns: Sequence[dict[int, Val
                 bit = EQ if asked == other else LT if asked < other else GT  # type: ignore[operator]
                 out[col, row] = out.get((col, row), 0) | bit
     return out
+
+
+def read_table(table: Any) -> tuple[list[str], list[list[str]]]:
+    """(column names, rows of cell texts) of a DataFrame or a dict of columns; bad tables raise DataError.
+
+    Cells are read as ``table.astype(str)`` reads them, column by column, except that a missing
+    value (None, NaN, NA, NaT) becomes "nan", which TAPAS reads as an empty cell.
+    """
+    import pandas as pd
+
+    if isinstance(table, dict):
+        try:
+            table = pd.DataFrame(table)
+        except ValueError as error:
+            raise DataError(f"cannot make a table of the dict of columns ({error}); give every column the same "
+                            "number of cells") from None
+    if not isinstance(table, pd.DataFrame):
+        raise DataError(f"the table must be a pandas.DataFrame or a dict of columns, got {type(table).__name__}")
+    header = list(table.columns)
+    if not header or len(table) == 0:
+        raise DataError(f"the table is empty ({len(table)} rows, {len(header)} columns); give at least one row "
+                        "and one column")
+    wrong = [name for name in header if not isinstance(name, str)]
+    if wrong:
+        raise DataError(f"column names must be strings, got {wrong[:3]!r}; rename them, e.g. "
+                        "table.columns = table.columns.astype(str)")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"duplicate column name(s) {repeated}; give every column a distinct name")
+    columns = []
+    for index in range(len(header)):
+        series = table.iloc[:, index]
+        texts = series.astype(str).tolist()
+        columns.append(["nan" if missing else text for text, missing in zip(texts, series.isna().tolist())])
+    return header, [list(row) for row in zip(*columns)]

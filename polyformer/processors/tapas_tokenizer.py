@@ -40,11 +40,12 @@ import torch
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.processors.base import missing_files_error, register_processor, write_json_files
-from polyformer.processors.table_values import column_ranks, consolidate, is_empty_text, numeric_relations, text_values
+from polyformer.processors.table_values import (column_ranks, consolidate, is_empty_text, numeric_relations, read_table,
+                                                text_values)
 from polyformer.processors.tokenizer import SPECIAL_TOKEN_NAMES, BatchEncoding, read_tokenizer_settings
 from polyformer.processors.wordpiece import WordPieceTokenizer, read_vocab
 
-__all__ = ["TOKEN_TYPES", "TableTruncatedWarning", "TapasTokenizer", "read_table"]
+__all__ = ["TOKEN_TYPES", "TableTruncatedWarning", "TapasTokenizer"]
 
 TOKEN_TYPES = ("segment_ids", "column_ids", "row_ids", "prev_labels", "column_ranks", "inv_column_ranks",
                "numeric_relations")
@@ -55,37 +56,6 @@ _TAPAS_OPTIONS = ("empty_token", "cell_trim_length", "max_column_id", "max_row_i
 
 class TableTruncatedWarning(UserWarning):
     """Rows were dropped from a table so that question and table fit ``max_length``."""
-
-
-def read_table(table: Any) -> tuple[list[str], list[list[str]]]:
-    """(column names, rows of cell texts) of a DataFrame or a dict of columns; bad tables raise DataError."""
-    import pandas as pd
-
-    if isinstance(table, dict):
-        try:
-            table = pd.DataFrame(table)
-        except ValueError as error:
-            raise DataError(f"cannot make a table of the dict of columns ({error}); give every column the same "
-                            "number of cells") from None
-    if not isinstance(table, pd.DataFrame):
-        raise DataError(f"the table must be a pandas.DataFrame or a dict of columns, got {type(table).__name__}")
-    header = list(table.columns)
-    if not header or len(table) == 0:
-        raise DataError(f"the table is empty ({len(table)} rows, {len(header)} columns); give at least one row "
-                        "and one column")
-    wrong = [name for name in header if not isinstance(name, str)]
-    if wrong:
-        raise DataError(f"column names must be strings, got {wrong[:3]!r}; rename them, e.g. "
-                        "table.columns = table.columns.astype(str)")
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise DataError(f"duplicate column name(s) {repeated}; give every column a distinct name")
-    columns = []
-    for index in range(len(header)):
-        series = table.iloc[:, index]
-        texts = series.astype(str).tolist()
-        columns.append(["nan" if missing else text for text, missing in zip(texts, series.isna().tolist())])
-    return header, [list(row) for row in zip(*columns)]
 
 
 class _Table:
