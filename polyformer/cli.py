@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "polyformer.commands.text",
     "polyformer.commands.clip",
     "polyformer.commands.video",
+    "polyformer.commands.table",
 )
 
 
