@@ -44,16 +44,16 @@ def supported_tasks() -> list[str]:
 
 
 def pipeline(task: str, model: Any = None, **kwargs: Any) -> Any:
-    """Build the pipeline for ``task`` around ``model`` (a folder path or a loaded model)."""
+    """Build the pipeline for ``task`` around ``model`` (a folder path or a loaded model; None: the task's
+    registered default model, see :mod:`polyformer.pipelines.defaults`)."""
     if task not in _FACTORIES and task in TASK_MODULES:
         importlib.import_module(TASK_MODULES[task])
     if task not in _FACTORIES:
         raise ConfigError(f"unknown task {task!r}; supported tasks: {', '.join(supported_tasks()) or '(none yet)'}")
     if model is None:
-        raise ConfigError(
-            f"pipeline({task!r}) needs model=<a model folder or a loaded model>; polyformer never "
-            "downloads weights"
-        )
+        from polyformer.pipelines.defaults import default_model
+
+        model = default_model(task)  # the folder registered for the task, or a ConfigError saying how to make one
     return _FACTORIES[task](model, **kwargs)
 
 
