@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "polyformer.commands.clip",
     "polyformer.commands.video",
     "polyformer.commands.table",
+    "polyformer.commands.models",
 )
 
 
