@@ -151,8 +151,8 @@ class TableQuestionAnsweringPipeline:
             types = token_types[i]  # (L, 7)
             if previous is not None:
                 types[:, 3] = _previous_labels(types, previous)
-            example = {"input_ids": inputs["input_ids"][i : i + 1], "attention_mask": inputs["attention_mask"][i : i + 1],
-                       "token_type_ids": types[None]}
+            example = {"input_ids": inputs["input_ids"][i : i + 1],
+                       "attention_mask": inputs["attention_mask"][i : i + 1], "token_type_ids": types[None]}
             output = forward(self.model, example)
             row = output.logits.float().cpu()[0]
             logits.append(row)
@@ -186,12 +186,15 @@ class TableQuestionAnsweringPipeline:
 
 
 def _previous_labels(token_types: Tensor, previous: dict[tuple[int, int], bool]) -> Tensor:
-    """The "previous answer" token type: 1 on the tokens of cells the previous question selected."""
+    """The "previous answer" token type: 1 on the table tokens of cells the previous question selected."""
     segment, column, row = token_types[:, 0], token_types[:, 1] - 1, token_types[:, 2] - 1
-    labels = torch.zeros_like(segment)
-    for j in torch.nonzero((segment == 1) & (column >= 0) & (row >= 0)).flatten().tolist():
-        labels[j] = int(previous.get((int(row[j]), int(column[j])), False))
-    return labels
+    selected = [cell for cell, chosen in previous.items() if chosen]
+    if not selected:
+        return torch.zeros_like(segment)
+    width = max(int(column.max()), max(c for _, c in selected)) + 1
+    wanted = torch.tensor([r * width + c for r, c in selected])
+    table_token = (segment == 1) & (column >= 0) & (row >= 0)
+    return (table_token & torch.isin(row * width + column, wanted)).to(segment.dtype)
 
 
 def _requests(table: Any, query: Any) -> tuple[list[tuple[pd.DataFrame, list[str], bool]], bool]:
