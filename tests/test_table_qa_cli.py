@@ -63,11 +63,22 @@ def test_parquet_with_numeric_columns_prints_text(tmp_path, capsys, folder, refe
     assert sum(line.strip().startswith("SUM = ") for line in lines) == len(sums) > 0
 
 
+def test_without_model_the_registered_default_answers(tmp_path, capsys, folder, monkeypatch):
+    from polyformer.pipelines.defaults import set_default_model
+
+    monkeypatch.setenv("POLYFORMER_MODELS", str(tmp_path / "models"))
+    csv = tmp_path / "t.csv"
+    pd.DataFrame(BOOK).to_csv(csv, index=False)
+    status, _, err = run(capsys, "ask-table", csv, "what?")
+    assert status == 2 and "needs --model" in err and "polyformer train table-qa" in err
+    set_default_model("table-question-answering", folder)
+    assert run(capsys, "ask-table", csv, *QUERIES, "--json")[:2] == run(capsys, "ask-table", csv, *QUERIES, "--json",
+                                                                        "--model", folder)[:2]
+
+
 def test_bad_input_is_a_named_error(tmp_path, capsys, folder):
     csv = tmp_path / "t.csv"
     csv.write_text("a,b\n1,2\n")
-    status, _, err = run(capsys, "ask-table", csv, "what?")
-    assert status == 2 and "needs --model" in err
     status, _, err = run(capsys, "ask-table", tmp_path / "missing.csv", "what?", "--model", folder)
     assert status == 2 and "does not exist" in err
     empty = tmp_path / "empty.csv"

@@ -22,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ask.add_argument("table", type=Path, help="the table: a .csv / .tsv file (header row first) or a .parquet file")
     ask.add_argument("questions", nargs="+", help="one or more questions about the table")
     ask.add_argument("--model", type=Path, default=None,
-                     help="TAPAS model folder (config.json, weights, vocab.txt and tokenizer_config.json)")
+                     help="TAPAS model folder (config.json, weights, vocab.txt and tokenizer_config.json); default: "
+                     "the one registered with polyformer models set-default table-question-answering FOLDER")
     ask.add_argument("--sequential", action="store_true",
                      help="read the questions as a conversation: each may refer to the previous answer (SQA models)")
     ask.add_argument("--threshold", type=float, default=0.5,
@@ -60,15 +61,23 @@ def read_table_file(path: Path) -> Any:
 
 def run_ask_table(args: argparse.Namespace) -> int:
     """Answer the questions and print them (text or JSON)."""
+    from polyformer.pipelines.defaults import RECIPE_FOR_TASK, default_model
+
+    task = "table-question-answering"
     if args.model is None:
-        raise ConfigError("ask-table needs --model DIR: a table question-answering (TAPAS) model folder with its "
-                          "tokenizer files; polyformer never downloads weights")
+        try:
+            args.model = default_model(task)
+        except ConfigError:
+            raise ConfigError(f"ask-table needs --model DIR, a table question-answering (TAPAS) model folder with its "
+                              f"tokenizer files, and no default is registered (polyformer never downloads weights): "
+                              f"train one with `{RECIPE_FOR_TASK[task]}`, then pass --model runs/table-qa or "
+                              f"register it with `polyformer models set-default {task} runs/table-qa`") from None
     if not args.model.is_dir():
         raise DataError(f"model folder {args.model} does not exist")
     table = read_table_file(args.table)
     from polyformer.pipelines import pipeline
 
-    table_qa = pipeline("table-question-answering", model=args.model, batch_size=args.batch_size)
+    table_qa = pipeline(task, model=args.model, batch_size=args.batch_size)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         answers = table_qa(table, list(args.questions), sequential=args.sequential,

@@ -70,7 +70,7 @@ def text_table(table: Any) -> pd.DataFrame:
     The table tokenizer's checks apply first, so an unusable table (none, empty, unnamed or
     duplicate columns, columns of unequal length) raises its named :class:`DataError`.
     """
-    from polyformer.processors.tapas_tokenizer import read_table
+    from polyformer.processors.table_values import read_table
 
     read_table(table)  # only for its checks: the texts it makes show 3.0 and "nan" where a reader expects 3 and ""
     frame = pd.DataFrame(table) if isinstance(table, dict) else table
