@@ -1,11 +1,9 @@
-"""What the table-question-answering pipeline computes around the model: the table as text, cell
-probabilities, and the value of an aggregated answer.
+"""What the table-question-answering pipeline computes around the model: the table as text and the
+value of an aggregated answer.
 
 * :func:`text_table` checks a table (a ``pandas.DataFrame`` or a dict of columns) and turns every
   cell into the text the tokenizer reads and the answer shows (numbers, dates and missing values
   included: a table read from Parquet or built in code need not be all strings).
-* :func:`cell_probabilities` averages the token probabilities of each cell, as the answer
-  selection and the conversational (``sequential``) mode read them.
 * :func:`aggregate_value` computes what an aggregated answer stands for: the sum, the average or
   the count of the selected cells. Numbers are read from a cell's text the way the table tokenizer
   reads them (``"1,234"`` is 1234, ``"3rd"`` is 3, ``"36 pages"`` is 36); a cell holding no number
@@ -21,12 +19,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import Tensor
 
 from polyformer.errors import ConfigError
 
-__all__ = ["AGGREGATIONS", "aggregate_value", "cell_number", "cell_probabilities", "cell_text", "text_table"]
+__all__ = ["AGGREGATIONS", "aggregate_value", "cell_number", "cell_text", "text_table"]
 
 #: the aggregations that have a value (any other aggregator, e.g. NONE, is a plain cell answer)
 AGGREGATIONS = ("SUM", "AVERAGE", "COUNT")
@@ -76,28 +72,6 @@ def text_table(table: Any) -> pd.DataFrame:
     frame = pd.DataFrame(table) if isinstance(table, dict) else table
     columns = {name: [cell_text(value) for value in frame[name].tolist()] for name in frame.columns}
     return pd.DataFrame(columns, dtype=object)
-
-
-def cell_probabilities(token_type_ids: Tensor, attention_mask: Tensor, logits: Tensor) -> dict[tuple[int, int], float]:
-    """Mean sigmoid probability of the tokens of each table cell of one example: ``{(row, column): p}``.
-
-    ``token_type_ids`` is (L, 7) (segment, column, row, ...), ``attention_mask`` (L,), ``logits``
-    (L,). Only table tokens (segment 1, column and row >= 1) count; padding counts as probability 0
-    as in ``transformers``, though padding is never a table token.
-    """
-    segment, column, row = token_type_ids[:, 0], token_type_ids[:, 1] - 1, token_type_ids[:, 2] - 1
-    keep = (segment == 1) & (column >= 0) & (row >= 0)
-    if not bool(keep.any()):
-        return {}
-    # float64 as transformers' numpy path, so the > 0.5 decision is taken on the same numbers
-    probs = torch.sigmoid(logits.double().clamp(min=-88.7)) * attention_mask.double()
-    width = int(column[keep].max()) + 1
-    cell = row[keep] * width + column[keep]  # one id per (row, column)
-    ids, inverse = torch.unique(cell, return_inverse=True)
-    sums = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inverse, probs[keep])
-    counts = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(probs[keep]))
-    means = (sums / counts).tolist()
-    return {divmod(int(i), width): p for i, p in zip(ids.tolist(), means)}
 
 
 def cell_number(text: str) -> float | None:

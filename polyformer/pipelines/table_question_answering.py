@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from polyformer.errors import ConfigError, DataError
 from polyformer.pipelines import register_pipeline
-from polyformer.pipelines.table_answers import AGGREGATIONS, aggregate_value, cell_probabilities, text_table
+from polyformer.pipelines.table_answers import AGGREGATIONS, aggregate_value, text_table
 from polyformer.pipelines.text_base import check_batch_size, forward, forward_batches, load_text_model
 
 __all__ = ["TableQuestionAnsweringPipeline", "check_table_model"]
@@ -105,7 +105,7 @@ class TableQuestionAnsweringPipeline:
         # without padding the questions cannot share a batch: each is encoded and run alone
         groups = [queries] if padding not in (False, "do_not_pad") else [[q] for q in queries]
         answers: list[dict[str, Any]] = []
-        previous: dict[tuple[int, int], bool] | None = None
+        previous: list[tuple[int, int]] | None = None
         for group in groups:
             inputs = self.encode(table, group, padding=padding, truncation=truncation)
             if sequential:
@@ -138,8 +138,8 @@ class TableQuestionAnsweringPipeline:
                 aggregation[index] = scores
         return logits, aggregation
 
-    def sequential_logits(self, inputs: dict[str, Tensor], previous: dict[tuple[int, int], bool] | None = None,
-                          ) -> tuple[Tensor, Tensor | None, dict[tuple[int, int], bool] | None]:
+    def sequential_logits(self, inputs: dict[str, Tensor], previous: list[tuple[int, int]] | None = None,
+                          ) -> tuple[Tensor, Tensor | None, list[tuple[int, int]] | None]:
         """Logits of questions read as a conversation: each marks the cells the one before selected.
 
         ``previous`` carries the last selection across calls (None before the first question).
@@ -159,18 +159,21 @@ class TableQuestionAnsweringPipeline:
             if self.aggregate:
                 aggregation.append(output.logits_aggregation.float().cpu()[0])
             # the conversation's memory is the selection at 0.5, whatever the answer threshold
-            probs = cell_probabilities(types, inputs["attention_mask"][i], row)
-            previous = {cell: p > 0.5 for cell, p in probs.items()}
+            previous = self._selected({"attention_mask": inputs["attention_mask"][i : i + 1],
+                                       "token_type_ids": types[None]}, row[None], 0.5)[0]
         return torch.stack(logits), torch.stack(aggregation) if aggregation else None, previous
+
+    def _selected(self, inputs: dict[str, Tensor], logits: Tensor, threshold: float) -> list[list[tuple[int, int]]]:
+        """Per question, the sorted (row, column) cells whose tokens' mean probability is above ``threshold``
+        (the tokenizer's ``convert_logits_to_predictions``)."""
+        return self.tokenizer.convert_logits_to_predictions(inputs, logits, cell_classification_threshold=threshold)[0]
 
     def postprocess(self, table: pd.DataFrame, inputs: dict[str, Tensor], logits: Tensor,
                     aggregation: Tensor | None, threshold: float = 0.5) -> list[dict[str, Any]]:
         """Answer dicts from the logits: selected cells, the aggregator and, for SUM/AVERAGE/COUNT, the value."""
         indices = np.argmax(aggregation.numpy(), axis=-1).tolist() if aggregation is not None else None
         answers = []
-        for i in range(logits.shape[0]):
-            probs = cell_probabilities(inputs["token_type_ids"][i], inputs["attention_mask"][i], logits[i])
-            coordinates = sorted(cell for cell, p in probs.items() if p > threshold)
+        for i, coordinates in enumerate(self._selected(inputs, logits, threshold)):
             cells = [table.iat[cell] for cell in coordinates]
             answer: dict[str, Any] = {"answer": ", ".join(cells), "coordinates": coordinates, "cells": cells}
             if indices is not None:
@@ -185,10 +188,10 @@ class TableQuestionAnsweringPipeline:
         return answers
 
 
-def _previous_labels(token_types: Tensor, previous: dict[tuple[int, int], bool]) -> Tensor:
-    """The "previous answer" token type: 1 on the table tokens of cells the previous question selected."""
+def _previous_labels(token_types: Tensor, selected: list[tuple[int, int]]) -> Tensor:
+    """The "previous answer" token type: 1 on the table tokens of the (row, column) cells the previous
+    question selected."""
     segment, column, row = token_types[:, 0], token_types[:, 1] - 1, token_types[:, 2] - 1
-    selected = [cell for cell, chosen in previous.items() if chosen]
     if not selected:
         return torch.zeros_like(segment)
     width = max(int(column.max()), max(c for _, c in selected)) + 1
